@@ -1,0 +1,40 @@
+"""The `ringleader` command: one entry point, one subcommand per process or operator task."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from proxy import cli as proxy_cli
+from proxy.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ringleader",
+        description="Caching reverse proxy for memcached and redis fleets.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    proxy = sub.add_parser("proxy", help="run a proxy (data plane)")
+    proxy_cli.add_arguments(proxy)
+    proxy.set_defaults(func=proxy_cli.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        parser.exit(2, f"ringleader {args.command}: error: {exc}\n")
+    except OSError as exc:
+        # Bind failures and unreadable files: the message already names the problem.
+        parser.exit(1, f"ringleader {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

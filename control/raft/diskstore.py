@@ -1,0 +1,319 @@
+"""Durable storage in a data directory.
+
+Files:
+
+- ``raft.log``: append-only records. A BASE record (the index before the first entry)
+  starts a rewritten file; each ENTRIES record holds one append batch and replaces stored
+  entries from its first index on, so a conflict truncation is just another append.
+  Compaction and reset rewrite the file to a temporary name and rename it into place.
+- ``hardstate`` and ``snapshot``: one record each, replaced atomically (write a temporary
+  file, fsync it, rename it, fsync the directory).
+- ``LOCK``: held with ``flock`` while open, so two processes never share a directory.
+
+Every mutating call fsyncs before it returns. On open, a torn tail of ``raft.log`` is
+truncated (and logged); any other checksum failure refuses to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+from control.raft.errors import CorruptRecordError, DataDirError, StorageError
+from control.raft.records import encode_record, scan_records
+from control.raft.types import Entry, EntryKind, HardState, Snapshot
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "raft.log"
+HARD_STATE_FILE = "hardstate"
+SNAPSHOT_FILE = "snapshot"
+LOCK_FILE = "LOCK"
+
+_BASE = b"B"
+_ENTRIES = b"E"
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_ENTRY = struct.Struct(">QQBI")
+_HARD_STATE = struct.Struct(">QQBQ")
+_SNAPSHOT = struct.Struct(">QQ")
+
+
+class DiskStorage:
+    """Implements :class:`~control.raft.storage.Storage` on files in ``path``.
+
+    Raises :class:`DataDirError` if the directory is missing (unless ``create``), not a
+    directory, unusable or locked, :class:`CorruptRecordError` for corruption before the
+    tail, and :class:`StorageError` for failed reads and writes. Close it (or use it as a
+    context manager) to release the directory lock.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = os.fspath(path)
+        _check_dir(self.path, create)
+        self._lock_fd = _lock(os.path.join(self.path, LOCK_FILE))
+        try:
+            self._hard_state = _load_hard_state(self._file(HARD_STATE_FILE))
+            self._snapshot = _load_snapshot(self._file(SNAPSHOT_FILE))
+            self._base, self._entries = _load_log(self._file(LOG_FILE))
+            with _io_errors(self._file(LOG_FILE)):
+                self._log_fd = os.open(
+                    self._file(LOG_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+                )
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def close(self) -> None:
+        os.close(self._log_fd)
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> DiskStorage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- LogStore
+
+    def first_index(self) -> int:
+        return self._base + 1
+
+    def load_entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        first = entries[0].index
+        if not self._base < first <= self._base + len(self._entries) + 1:
+            raise ValueError(f"append at {first} leaves a gap after {self._last_index()}")
+        record = encode_record(_encode_entries(entries))
+        with _io_errors(self._file(LOG_FILE)):
+            _write_all(self._log_fd, record)
+            os.fsync(self._log_fd)
+        del self._entries[first - self._base - 1 :]
+        self._entries.extend(entries)
+
+    def compact(self, through: int) -> None:
+        if through <= self._base:
+            return
+        keep = self._entries[through - self._base :] if through < self._last_index() else []
+        self._rewrite_log(through, keep)
+
+    def reset(self, index: int) -> None:
+        self._rewrite_log(index, [])
+
+    # ----------------------------------------------------------------- StableStore
+
+    def load_hard_state(self) -> HardState:
+        return self._hard_state
+
+    def save_hard_state(self, hard_state: HardState) -> None:
+        vote = hard_state.vote
+        payload = _HARD_STATE.pack(
+            hard_state.term, hard_state.commit, vote is not None, vote or 0
+        )
+        _replace_file(self._file(HARD_STATE_FILE), encode_record(payload))
+        self._hard_state = hard_state
+
+    # ----------------------------------------------------------------- SnapshotStore
+
+    def load_snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        payload = _SNAPSHOT.pack(snapshot.index, snapshot.term) + snapshot.data
+        _replace_file(self._file(SNAPSHOT_FILE), encode_record(payload))
+        self._snapshot = snapshot
+
+    # ----------------------------------------------------------------- internals
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _last_index(self) -> int:
+        return self._base + len(self._entries)
+
+    def _rewrite_log(self, base: int, entries: list[Entry]) -> None:
+        data = encode_record(_BASE + _U64.pack(base))
+        if entries:
+            data += encode_record(_encode_entries(entries))
+        path = self._file(LOG_FILE)
+        _replace_file(path, data)
+        with _io_errors(path):
+            os.close(self._log_fd)
+            self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._base, self._entries = base, entries
+
+
+def _check_dir(path: str, create: bool) -> None:
+    if not os.path.exists(path):
+        if not create:
+            raise DataDirError(f"raft data directory {path} does not exist")
+        with _io_errors(path):
+            os.makedirs(path)
+    if not os.path.isdir(path):
+        raise DataDirError(f"raft data directory {path} is not a directory")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise DataDirError(f"raft data directory {path} is not readable and writable")
+
+
+def _lock(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DataDirError(f"{path}: cannot open lock file: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise DataDirError(f"{path}: data directory is in use by another process") from e
+    return fd
+
+
+@contextlib.contextmanager
+def _io_errors(path: str) -> Iterator[None]:
+    """Turns an OSError into a one-line StorageError naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        raise StorageError(f"{path}: {e.strerror or e}") from e
+
+
+def _read(path: str) -> bytes | None:
+    with _io_errors(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _replace_file(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with _io_errors(path):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _single_record(path: str) -> tuple[int, bytes] | None:
+    """The one record of an atomically replaced file; any damage there is corruption."""
+    buf = _read(path)
+    if buf is None:
+        return None
+    scan = scan_records(buf, path)
+    if scan.torn or len(scan.records) != 1:
+        raise CorruptRecordError(path, scan.end, "expected exactly one complete record")
+    return scan.records[0]
+
+
+def _load_hard_state(path: str) -> HardState:
+    record = _single_record(path)
+    if record is None:
+        return HardState()
+    offset, payload = record
+    try:
+        term, commit, has_vote, vote = _HARD_STATE.unpack(payload)
+    except struct.error as e:
+        raise CorruptRecordError(path, offset, "undecodable hard state") from e
+    return HardState(term, vote if has_vote else None, commit)
+
+
+def _load_snapshot(path: str) -> Snapshot | None:
+    record = _single_record(path)
+    if record is None:
+        return None
+    offset, payload = record
+    try:
+        index, term = _SNAPSHOT.unpack_from(payload)
+    except struct.error as e:
+        raise CorruptRecordError(path, offset, "undecodable snapshot") from e
+    return Snapshot(index, term, payload[_SNAPSHOT.size :])
+
+
+def _load_log(path: str) -> tuple[int, list[Entry]]:
+    buf = _read(path)
+    if buf is None:
+        return 0, []
+    scan = scan_records(buf, path)
+    if scan.torn:
+        log.warning("%s: truncating torn tail at byte offset %d (%d bytes)",
+                    path, scan.end, len(buf) - scan.end)
+        with _io_errors(path):
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, scan.end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    base, entries = 0, list[Entry]()
+    for offset, payload in scan.records:
+        try:
+            if payload[:1] == _BASE:
+                (base,) = _U64.unpack(payload[1:])
+                entries = []
+                continue
+            batch = _decode_entries(payload)
+        except (struct.error, ValueError) as e:
+            raise CorruptRecordError(path, offset, "undecodable record") from e
+        first = batch[0].index
+        if not base < first <= base + len(entries) + 1:
+            raise CorruptRecordError(path, offset, f"entries start at {first}, a gap in the log")
+        del entries[first - base - 1 :]
+        entries.extend(batch)
+    return base, entries
+
+
+def _encode_entries(entries: Sequence[Entry]) -> bytes:
+    parts = [_ENTRIES, _U32.pack(len(entries))]
+    for e in entries:
+        parts.append(_ENTRY.pack(e.index, e.term, e.kind, len(e.data)))
+        parts.append(e.data)
+    return b"".join(parts)
+
+
+def _decode_entries(payload: bytes) -> list[Entry]:
+    if payload[:1] != _ENTRIES:
+        raise ValueError("unknown record type")
+    (count,) = _U32.unpack_from(payload, 1)
+    if count == 0:
+        raise ValueError("empty entries record")
+    off = 1 + _U32.size
+    entries: list[Entry] = []
+    for _ in range(count):
+        index, term, kind, length = _ENTRY.unpack_from(payload, off)
+        off += _ENTRY.size
+        if entries and index != entries[-1].index + 1:
+            raise ValueError("entries in a record are not contiguous")
+        if off + length > len(payload):
+            raise ValueError("entry data overruns its record")
+        entries.append(Entry(index, term, EntryKind(kind), payload[off : off + length]))
+        off += length
+    if off != len(payload):
+        raise ValueError("trailing bytes after entries")
+    return entries

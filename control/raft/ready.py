@@ -1,0 +1,40 @@
+"""The batch of work a core hands its driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from control.raft.messages import Message
+from control.raft.types import Entry, HardState, ReadState, Snapshot, SoftState
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Work to do, in this order, before calling :meth:`RaftCore.advance`:
+
+    1. Persist durably: ``snapshot`` (then reset the log to it), ``entries`` (replacing any
+       stored entries at the same or higher indexes), then ``hard_state``.
+    2. Send ``messages``. Never before step 1 completes: they promise what step 1 stores.
+    3. Restore the state machine from ``snapshot`` if set, then apply ``committed_entries``
+       in order (NOOP entries carry no command but still advance the applied index).
+    4. Answer ``read_states`` once the state machine has applied their ``index``.
+
+    ``soft_state`` is the current role, leader and term; when the role is no longer leader,
+    reads and proposals this node accepted as leader may never complete and should fail.
+    """
+
+    soft_state: SoftState
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    snapshot: Snapshot | None
+    messages: tuple[Message, ...]
+    committed_entries: tuple[Entry, ...]
+    read_states: tuple[ReadState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """A local snapshot: persist ``snapshot``, then drop stored entries up to ``log_through``."""
+
+    snapshot: Snapshot
+    log_through: int

@@ -1,0 +1,60 @@
+"""Checksummed record framing shared by every file the disk storage writes.
+
+A record is ``magic (u32) | payload length (u32) | CRC32 of payload (u32) | payload``, all
+big-endian. Files are only ever appended to, or replaced whole by rename, so after a crash
+the only damage a correct writer can leave is at the end of a file: a prefix of the last
+record, a last record whose bytes did not all land, or zero-filled space. That is a torn
+tail. Any other failed record is corruption.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from control.raft.errors import CorruptRecordError
+
+HEADER = struct.Struct(">III")
+MAGIC = 0x52465431
+MAX_PAYLOAD = 256 * 1024 * 1024
+
+
+def encode_record(payload: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The verified records of a file, each with its byte offset, and where they end."""
+
+    records: list[tuple[int, bytes]]
+    end: int
+    torn: bool
+
+
+def scan_records(buf: bytes, path: str) -> Scan:
+    """Verifies every record in ``buf``; raises CorruptRecordError unless damage is a torn tail."""
+    records: list[tuple[int, bytes]] = []
+    off, size = 0, len(buf)
+    while off < size:
+        if size - off < HEADER.size:
+            break
+        magic, length, crc = HEADER.unpack_from(buf, off)
+        if magic != MAGIC or length > MAX_PAYLOAD:
+            if buf.count(0, off) == size - off:
+                break
+            raise CorruptRecordError(path, off, "bad record header")
+        end = off + HEADER.size + length
+        if end > size:
+            break
+        payload = buf[off + HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            if end == size:
+                break
+            raise CorruptRecordError(path, off, "checksum mismatch")
+        records.append((off, payload))
+        off = end
+    return Scan(records, off, off < size)

@@ -1,0 +1,39 @@
+"""The data-plane ASGI app: dispatches by path and accounts every request."""
+
+from __future__ import annotations
+
+import time
+
+from proxy.asgi import Receive, Scope, Send, respond_error
+from proxy.kv import KV_PREFIX, KVHandler
+from proxy.metrics import ProxyMetrics
+from proxy.telemetry import CounterChild
+
+
+class DataPlane:
+    def __init__(self, kv: KVHandler, metrics: ProxyMetrics) -> None:
+        self._kv = kv
+        self._metrics = metrics
+        self._durations = {
+            route: metrics.request_duration.labels(route) for route in ("kv", "http", "other")
+        }
+        self._responses: dict[tuple[str, int], CounterChild] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        if scope["raw_path"].startswith(KV_PREFIX):
+            route = "kv"
+            status = await self._kv(scope, receive, send)
+        else:
+            route = "other"
+            status = 404
+            await respond_error(send, 404, "not_found", "no such route; the KV API is /v1/kv/{key}")
+        self._durations[route].observe(time.perf_counter() - started)
+        counter = self._responses.get((route, status))
+        if counter is None:
+            counter = self._responses[(route, status)] = self._metrics.responses.labels(
+                route, str(status)
+            )
+        counter.inc()

@@ -1,0 +1,51 @@
+"""`ringleader proxy` flags."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from proxy import config as cfg
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", metavar="FILE.toml", help="settings file with the same keys as these flags")
+    add("--listen", metavar="HOST:PORT", help="data plane address (default 127.0.0.1:8080)")
+    add("--admin", metavar="HOST:PORT", help="admin address (default 127.0.0.1:8081)")
+    add("--backend", metavar="URL", action="append",
+        help="memcached://host:port?name=N&weight=W or redis://host:port/DB?...; repeatable")
+    add("--hash", choices=["fnv1a_64", "md5"], help="ketama key hash (default fnv1a_64)")
+    add("--origin", metavar="URL", help="origin for the HTTP cache")
+    add("--control", metavar="URL[,URL...]", action="append",
+        help="control plane; the ring comes from it instead of --backend")
+    add("--pool", metavar="NAME", help="pool to serve with --control (default 'default')")
+    add("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    add("--max-value-bytes", type=int, metavar="N", help="KV value limit (default 1048576)")
+    add("--connect-timeout", type=float, metavar="SECONDS", help="backend connect (0.5)")
+    add("--request-timeout", type=float, metavar="SECONDS", help="backend reply (0.5)")
+    add("--connections", type=int, metavar="N",
+        help="pipelined connections per backend and worker (default 1)")
+    add("--health-interval", type=float, metavar="SECONDS", help="heartbeat period (1.0)")
+    add("--health-timeout", type=float, metavar="SECONDS", help="heartbeat timeout (0.5)")
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = cfg.load_file(args.config) if args.config else {}
+    for key, value in vars(args).items():
+        if value is not None and key not in ("config", "command", "func"):
+            settings[key.replace("_", "-")] = value
+    return settings
+
+
+def run(args: argparse.Namespace) -> None:
+    import uvloop
+
+    from control import jsonlog
+    from proxy.server import serve
+
+    config = cfg.build(settings_from(args))
+    if config.control:
+        raise cfg.ConfigError("--control: the control-plane ring watch is not available yet")
+    jsonlog.configure("proxy")
+    uvloop.run(serve(config))

@@ -1,0 +1,155 @@
+"""The proxy's settings, from flags and an optional TOML file with the same keys.
+
+Precedence: built-in defaults < `--config FILE.toml` < command-line flags.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.backend_url import BackendSpec, BackendURLError, parse_backend_url
+from proxy.backends import ClientSettings
+from proxy.ring.hashes import KEY_HASHES
+
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line naming it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(option: str, text: str) -> Address:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{option}: expected HOST:PORT, got {text!r}")
+    return Address(host, int(port))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    listen: Address = Address("127.0.0.1", 8080)
+    admin: Address = Address("127.0.0.1", 8081)
+    backends: tuple[BackendSpec, ...] = ()
+    hash: str = "fnv1a_64"
+    origin: str | None = None
+    control: tuple[str, ...] = ()
+    pool: str = "default"
+    workers: int = 1
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    client: ClientSettings = field(default_factory=ClientSettings)
+    health_interval: float = 1.0
+    health_timeout: float = 0.5
+
+
+# Setting name (as a flag without dashes, or a TOML key) -> how to read it.
+_KEYS = {
+    "listen", "admin", "backend", "hash", "origin", "control", "pool", "workers",
+    "max-value-bytes", "connect-timeout", "request-timeout", "connections",
+    "health-interval", "health-timeout",
+}  # fmt: skip
+
+
+def load_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    settings = {key.replace("_", "-"): value for key, value in data.items()}
+    unknown = sorted(set(settings) - _KEYS)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown setting {unknown[0]!r}")
+    return settings
+
+
+def build(settings: dict[str, Any]) -> ProxyConfig:
+    """A validated config from setting name -> value (file values overlaid by flags)."""
+    get = settings.get
+    backends = tuple(_backend(url) for url in _list("backend", get("backend")))
+    control = tuple(u for item in _list("control", get("control")) for u in item.split(",") if u)
+    if backends and control:
+        raise ConfigError("--backend and --control are exclusive: the ring comes from one")
+    if not backends and not control:
+        raise ConfigError("no backends: give --backend URL (repeatable) or --control URL")
+    names = [b.name for b in backends]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"--backend: two backends are named {duplicates[0]!r}; set ?name=")
+    hash_name = str(get("hash", "fnv1a_64"))
+    if hash_name not in KEY_HASHES:
+        raise ConfigError(f"--hash: expected one of {', '.join(KEY_HASHES)}, got {hash_name!r}")
+    defaults = ProxyConfig()
+    client = ClientSettings(
+        connect_timeout=_positive("connect-timeout", get("connect-timeout"), 0.5),
+        request_timeout=_positive("request-timeout", get("request-timeout"), 0.5),
+        connections=int(_positive("connections", get("connections"), 1, integer=True)),
+    )
+    return ProxyConfig(
+        listen=parse_address("--listen", str(get("listen", defaults.listen))),
+        admin=parse_address("--admin", str(get("admin", defaults.admin))),
+        backends=backends,
+        hash=hash_name,
+        origin=_origin(get("origin")),
+        control=control,
+        pool=str(get("pool", "default")),
+        workers=int(_positive("workers", get("workers"), 1, integer=True)),
+        max_value_bytes=int(
+            _positive("max-value-bytes", get("max-value-bytes"), DEFAULT_MAX_VALUE_BYTES, True)
+        ),
+        client=client,
+        health_interval=_positive("health-interval", get("health-interval"), 1.0),
+        health_timeout=_positive("health-timeout", get("health-timeout"), 0.5),
+    )
+
+
+def _list(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ConfigError(f"{name}: expected a string or a list of strings")
+
+
+def _backend(url: str) -> BackendSpec:
+    try:
+        return parse_backend_url(url)
+    except BackendURLError as exc:
+        raise ConfigError(f"--backend: {exc}") from None
+
+
+def _origin(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if not text.startswith(("http://", "https://")):
+        raise ConfigError(f"--origin: expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _positive(name: str, value: Any, default: float, integer: bool = False) -> float:
+    if value is None:
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError):
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"--{name}: expected {kind}, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"--{name}: must be above zero, got {value!r}")
+    return number

@@ -1,0 +1,78 @@
+"""The proxy's metric families. Every proxy process builds the same set (see telemetry)."""
+
+from __future__ import annotations
+
+from proxy.telemetry import CounterFamily, GaugeFamily, HistogramFamily, MetricSet
+
+
+class ProxyMetrics:
+    """Label values are bounded: routes and ops are fixed sets, backends are the fleet."""
+
+    def __init__(self) -> None:
+        self.request_duration = HistogramFamily(
+            "ringleader_proxy_request_duration_seconds",
+            "Time from request start to the last response byte, by route (kv, http, other).",
+            ("route",),
+        )
+        self.responses = CounterFamily(
+            "ringleader_proxy_responses_total",
+            "Responses sent, by route and HTTP status code.",
+            ("route", "code"),
+        )
+        self.cache_lookups = CounterFamily(
+            "ringleader_proxy_cache_lookups_total",
+            "Cache reads by route and result (hit, miss, error: backend failed, served as miss).",
+            ("route", "result"),
+        )
+        self.backend_duration = HistogramFamily(
+            "ringleader_backend_request_duration_seconds",
+            "Backend operation latency as seen by the proxy, by backend and operation.",
+            ("backend", "op"),
+        )
+        self.backend_errors = CounterFamily(
+            "ringleader_backend_errors_total",
+            "Backend operations that failed, by backend, operation and kind "
+            "(unavailable, timeout, protocol).",
+            ("backend", "op", "kind"),
+        )
+        self.ring_epoch = GaugeFamily(
+            "ringleader_proxy_ring_epoch",
+            "Ring epoch the proxy routes with (the lowest across its workers).",
+            (),
+            merge="min",
+        )
+        self.ring_backends = GaugeFamily(
+            "ringleader_proxy_ring_backends", "Backends in the proxy's current ring.", (), "min"
+        )
+        self.backend_up = GaugeFamily(
+            "ringleader_backend_up",
+            "1 if the proxy's last heartbeat to the backend succeeded, else 0.",
+            ("backend",),
+            merge="min",
+        )
+        self.probe_duration = HistogramFamily(
+            "ringleader_backend_probe_duration_seconds",
+            "Heartbeat round-trip time, by backend.",
+            ("backend",),
+        )
+        self.workers = GaugeFamily(
+            "ringleader_proxy_workers", "Worker processes currently running.", ()
+        )
+        self.worker_restarts = CounterFamily(
+            "ringleader_proxy_worker_restarts_total", "Workers that exited and were restarted.", ()
+        )
+        self.set = MetricSet(
+            [
+                self.request_duration,
+                self.responses,
+                self.cache_lookups,
+                self.backend_duration,
+                self.backend_errors,
+                self.ring_epoch,
+                self.ring_backends,
+                self.backend_up,
+                self.probe_duration,
+                self.workers,
+                self.worker_restarts,
+            ]
+        )

@@ -1,0 +1,102 @@
+"""Ketama, bit-compatible with twemproxy's `distribution: ketama` (`nc_ketama.c`).
+
+libmemcached's weighted ketama under md5 builds the same continuum, so a fleet shared with
+either keeps every key on the same server.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from bisect import bisect_left
+from collections.abc import Sequence
+from hashlib import md5
+
+from proxy.backend_url import BackendSpec
+from proxy.ring.hashes import KEY_HASHES
+
+POINTS_PER_SERVER = 160
+POINTS_PER_HASH = 4
+
+_F32 = struct.Struct("<f")
+_WORDS = struct.Struct("<4I")
+
+
+def _f32(x: float) -> float:
+    """Round to IEEE binary32, as a C `float` expression does on x86-64 (SSE)."""
+    return float(_F32.unpack(_F32.pack(x))[0])
+
+
+def points_per_server(weight: int, total_weight: int, live_servers: int) -> int:
+    """nc_ketama.c: `floorf(pct * 160 / 4 * nlive + 0.0000000001) * 4`, in float32.
+
+    The float32 rounding is why equal weights give 156 points instead of 160 for some pool
+    sizes (25, 47, 50, ...); getting it wrong moves keys relative to twemproxy.
+    """
+    pct = _f32(_f32(weight) / _f32(total_weight))
+    scaled = _f32(_f32(_f32(pct * POINTS_PER_SERVER) / 4) * _f32(live_servers))
+    # The 1e-10 literal is a double, so the sum is computed in double, then narrowed.
+    return math.floor(_f32(scaled + 0.0000000001)) * 4
+
+
+class KetamaRing:
+    """An immutable ketama continuum over `backends`, in configuration order."""
+
+    __slots__ = ("_backends", "_hash", "_hash_name", "_owners", "_points")
+
+    def __init__(self, backends: Sequence[BackendSpec], hash_name: str = "fnv1a_64") -> None:
+        if not backends:
+            raise ValueError("a ring needs at least one backend")
+        names = [b.name for b in backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate backend name in {names}")
+        try:
+            self._hash = KEY_HASHES[hash_name]
+        except KeyError:
+            raise ValueError(
+                f"unknown hash {hash_name!r}; choose one of {', '.join(KEY_HASHES)}"
+            ) from None
+        self._hash_name = hash_name
+        self._backends = tuple(backends)
+        total_weight = sum(b.weight for b in backends)
+        continuum: list[tuple[int, int]] = []
+        for index, backend in enumerate(backends):
+            pps = points_per_server(backend.weight, total_weight, len(backends))
+            for point in range(pps // POINTS_PER_HASH):
+                digest = md5(f"{backend.name}-{point}".encode()).digest()
+                continuum.extend((value, index) for value in _WORDS.unpack(digest))
+        # twemproxy qsorts by value alone; glibc's qsort is a stable merge sort, so equal
+        # values keep server order. Python's sort on the value key is stable the same way.
+        continuum.sort(key=lambda item: item[0])
+        self._points = [value for value, _ in continuum]
+        self._owners = [self._backends[index] for _, index in continuum]
+
+    @property
+    def backends(self) -> tuple[BackendSpec, ...]:
+        return self._backends
+
+    @property
+    def hash_name(self) -> str:
+        return self._hash_name
+
+    @property
+    def point_count(self) -> int:
+        return len(self._points)
+
+    def lookup(self, key: bytes) -> BackendSpec:
+        # ketama_dispatch: the first point >= hash, wrapping past the end.
+        i = bisect_left(self._points, self._hash(key))
+        return self._owners[i if i < len(self._owners) else 0]
+
+    def replicas(self, key: bytes, n: int) -> list[BackendSpec]:
+        want = min(n, len(self._backends))
+        start = bisect_left(self._points, self._hash(key))
+        found: list[BackendSpec] = []
+        total = len(self._owners)
+        for step in range(total):
+            owner = self._owners[(start + step) % total]
+            if owner not in found:
+                found.append(owner)
+                if len(found) == want:
+                    break
+        return found

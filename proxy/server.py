@@ -1,0 +1,228 @@
+"""`ringleader proxy`: the supervisor process.
+
+It binds the data socket once and hands it to N worker processes, serves the admin port,
+heartbeats the backends, merges the workers' metrics and restarts workers that die.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from proxy.admin import admin_app
+from proxy.config import Address, ProxyConfig
+from proxy.embedded import EmbeddedServer
+from proxy.health import HealthProber
+from proxy.metrics import ProxyMetrics
+from proxy.router import RingState
+from proxy.telemetry import MergedCollector, MergedMetrics
+from proxy.worker import DRAIN_SECONDS, WorkerSpec, worker_main
+
+log = logging.getLogger("ringleader.proxy")
+
+RESTART_BACKOFF_MAX = 5.0
+
+
+class BindError(OSError):
+    pass
+
+
+def bind(address: Address, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"{what} {address}: cannot listen: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+    pipe: Connection
+    started: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(self, config: ProxyConfig, data_sock: socket.socket) -> None:
+        self._config = config
+        self._data_sock = data_sock
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: dict[int, _Worker] = {}
+        self._stopping = False
+        self.metrics = ProxyMetrics()
+        self.merged = MergedMetrics(self.metrics.set)
+        self.ring = RingState(epoch=0, hash_name=config.hash, backends=config.backends)
+        self.prober = HealthProber(self.metrics, config.health_interval, config.health_timeout)
+        self._all_exited = asyncio.Event()
+        self.metrics.ring_epoch.labels().set(self.ring.epoch)
+        self.metrics.ring_backends.labels().set(len(self.ring.backends))
+
+    def start_workers(self) -> None:
+        for index in range(self._config.workers):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        parent_end, child_end = self._ctx.Pipe()
+        spec = WorkerSpec(index=index, config=self._config, ring=self.ring)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(spec, self._data_sock, child_end),
+            name=f"ringleader-proxy-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(index, process, parent_end)
+        self._workers[index] = worker
+        loop = asyncio.get_running_loop()
+        loop.add_reader(parent_end.fileno(), self._on_message, worker)
+        loop.add_reader(process.sentinel, self._on_exit, worker)
+        self.metrics.workers.labels().set(len(self._workers))
+        log.info("worker %d started", index, extra={"ctx": {"worker": index, "child": process.pid}})
+
+    def _on_message(self, worker: _Worker) -> bool:
+        """Handles one message; False once the worker's end of the pipe is closed."""
+        try:
+            kind, payload = worker.pipe.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(worker.pipe.fileno())
+            return False
+        if kind == "metrics" and worker.process.pid is not None:
+            self.merged.update(worker.process.pid, payload)
+        return True
+
+    def _on_exit(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.process.sentinel)
+        # Drain the last metrics the worker sent before it went away.
+        while worker.pipe.poll() and self._on_message(worker):
+            pass
+        loop.remove_reader(worker.pipe.fileno())
+        worker.pipe.close()
+        worker.process.join()
+        if worker.process.pid is not None:
+            self.merged.retire(worker.process.pid)
+        del self._workers[worker.index]
+        self.metrics.workers.labels().set(len(self._workers))
+        if self._stopping:
+            if not self._workers:
+                self._all_exited.set()
+            return
+        code = worker.process.exitcode
+        uptime = time.monotonic() - worker.started
+        delay = 0.0 if uptime > RESTART_BACKOFF_MAX else RESTART_BACKOFF_MAX - uptime
+        log.error(
+            "worker %d exited with code %s; restarting in %.1fs",
+            worker.index,
+            code,
+            delay,
+            extra={"ctx": {"worker": worker.index, "exitcode": code}},
+        )
+        self.metrics.worker_restarts.labels().inc()
+        loop.call_later(delay, self._respawn, worker.index)
+
+    def _respawn(self, index: int) -> None:
+        if not self._stopping and index not in self._workers:
+            self._spawn(index)
+
+    async def stop_workers(self) -> None:
+        self._stopping = True
+        if not self._workers:
+            return
+        for worker in list(self._workers.values()):
+            worker.process.terminate()
+        try:
+            await asyncio.wait_for(self._all_exited.wait(), DRAIN_SECONDS + 2)
+        except TimeoutError:
+            for worker in list(self._workers.values()):
+                worker.process.kill()
+
+    def readiness(self) -> str | None:
+        running = sum(1 for w in self._workers.values() if w.process.is_alive())
+        if running < self._config.workers:
+            return f"{running} of {self._config.workers} workers running"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "listen": str(self._config.listen),
+            "source": "control" if self._config.control else "static",
+            "pool": self._config.pool,
+            "epoch": self.ring.epoch,
+            "distribution": "ketama",
+            "hash": self.ring.hash_name,
+            "workers": {"configured": self._config.workers, "running": len(self._workers)},
+            "backends": [
+                {
+                    "name": spec.name,
+                    "url": spec.url,
+                    "weight": spec.weight,
+                    **self.prober.view[spec.name].as_json(),
+                }
+                for spec in self.ring.backends
+                if spec.name in self.prober.view
+            ],
+        }
+
+
+async def serve(config: ProxyConfig) -> None:
+    data_sock = bind(config.listen, "--listen")
+    admin_sock = bind(config.admin, "--admin")
+    supervisor = Supervisor(config, data_sock)
+    registry = CollectorRegistry()
+    registry.register(MergedCollector(supervisor.metrics.set, supervisor.merged))
+    admin = EmbeddedServer(
+        uvicorn.Config(
+            admin_app(
+                registry,
+                lambda: supervisor.merged.update(os.getpid(), supervisor.metrics.set.snapshot()),
+                supervisor.readiness,
+                supervisor.status,
+            ),
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.prober.watch(supervisor.ring.backends)
+    supervisor.start_workers()
+    prober = asyncio.ensure_future(supervisor.prober.run())
+    admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
+    log.info(
+        "proxy listening",
+        extra={
+            "ctx": {"listen": str(config.listen), "admin": str(config.admin),
+                    "workers": config.workers, "backends": [b.name for b in config.backends]}
+        },
+    )
+    await stop.wait()
+    log.info("shutting down: draining workers")
+    await supervisor.stop_workers()
+    admin.should_exit = True
+    await admin_task
+    prober.cancel()
+    await supervisor.prober.close()
+    data_sock.close()
