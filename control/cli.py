@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from control import up
 from proxy import cli as proxy_cli
 from proxy.config import ConfigError
 
@@ -19,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy = sub.add_parser("proxy", help="run a proxy (data plane)")
     proxy_cli.add_arguments(proxy)
     proxy.set_defaults(func=proxy_cli.run)
+    stack = sub.add_parser("up", help="run the whole system on this machine (Ctrl-C stops it)")
+    up.add_arguments(stack)
+    stack.set_defaults(func=up.run)
     return parser
 
 

@@ -28,6 +28,8 @@ class RaftConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_msg: int = 64
+    max_inflight_msgs: int = 64
+    """AppendEntries messages streamed to one follower before an answer is needed."""
     max_committed_per_ready: int = 1024
     max_uncommitted_entries: int = 4096
     max_pending_reads: int = 4096
@@ -50,6 +52,7 @@ class RaftConfig:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks_min < election_ticks_max")
         limits = (
             self.max_entries_per_msg,
+            self.max_inflight_msgs,
             self.max_committed_per_ready,
             self.max_uncommitted_entries,
             self.max_pending_reads,

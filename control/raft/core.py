@@ -480,27 +480,35 @@ class RaftCore:
         return index
 
     def _send_append(self, peer: NodeId) -> None:
+        """Sends what ``peer`` lacks: one probe, a pipeline of batches, or the snapshot."""
         pr = self._progress[peer]
         if pr.state is ProgressState.SNAPSHOT or (
             pr.state is ProgressState.PROBE and pr.probe_sent
         ):
             return
-        prev = pr.next - 1
-        prev_term = self._log.term_at(prev)
-        if prev_term is None:
-            snapshot = self._log.snapshot
-            assert snapshot is not None, "a compacted log always has a snapshot"
-            self._send(InstallSnapshot(self.id, peer, self._term, snapshot))
-            pr.become_snapshot(snapshot.index)
-            return
-        hi = min(self._log.last_index, prev + self.config.max_entries_per_msg)
-        entries = self._log.slice(pr.next, hi + 1) if hi > prev else ()
-        self._send(AppendEntries(self.id, peer, self._term, prev, prev_term, entries, self._commit))
-        if pr.state is ProgressState.PROBE:
-            pr.probe_sent = True
-        elif entries:
-            pr.next = hi + 1
-            pr.idle_ticks = 0
+        last = self._log.last_index
+        while True:
+            prev = pr.next - 1
+            prev_term = self._log.term_at(prev)
+            if prev_term is None:
+                snapshot = self._log.snapshot
+                assert snapshot is not None, "a compacted log always has a snapshot"
+                self._send(InstallSnapshot(self.id, peer, self._term, snapshot))
+                pr.become_snapshot(snapshot.index)
+                return
+            hi = min(last, prev + self.config.max_entries_per_msg)
+            entries = self._log.slice(pr.next, hi + 1) if hi > prev else ()
+            self._send(
+                AppendEntries(self.id, peer, self._term, prev, prev_term, entries, self._commit)
+            )
+            if pr.state is ProgressState.PROBE:
+                pr.probe_sent = True
+                return
+            if not entries:
+                return
+            pr.sent(hi)
+            if hi == last or len(pr.inflight) >= self.config.max_inflight_msgs:
+                return
 
     def _maybe_commit(self) -> bool:
         """Advances commit to the quorum match index, counting only current-term entries."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import deque
 
 
 class ProgressState(enum.Enum):
@@ -17,7 +18,16 @@ class ProgressState(enum.Enum):
 class Progress:
     """Invariant: ``match < next``. ``match`` only grows within a term."""
 
-    __slots__ = ("acked_seq", "idle_ticks", "match", "next", "probe_sent", "recent_active", "state")
+    __slots__ = (
+        "acked_seq",
+        "idle_ticks",
+        "inflight",
+        "match",
+        "next",
+        "probe_sent",
+        "recent_active",
+        "state",
+    )
 
     def __init__(self, next_index: int) -> None:
         self.match = 0
@@ -27,17 +37,27 @@ class Progress:
         self.recent_active = True
         self.acked_seq = 0
         self.idle_ticks = 0
+        self.inflight: deque[int] = deque()
+        """Last index of each unanswered AppendEntries sent while replicating."""
+
+    def sent(self, last: int) -> None:
+        """Records an AppendEntries streamed in REPLICATE state."""
+        self.next = last + 1
+        self.idle_ticks = 0
+        self.inflight.append(last)
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
         self.next = self.match + 1
         self.probe_sent = False
         self.idle_ticks = 0
+        self.inflight.clear()
 
     def become_snapshot(self, index: int) -> None:
         self.state = ProgressState.SNAPSHOT
         self.next = index + 1
         self.idle_ticks = 0
+        self.inflight.clear()
 
     def on_match(self, index: int) -> bool:
         """Records a successful response; False if it is stale."""
@@ -45,6 +65,8 @@ class Progress:
             return False
         self.match = index
         self.next = max(self.next, index + 1)
+        while self.inflight and self.inflight[0] <= index:
+            self.inflight.popleft()
         self.state = ProgressState.REPLICATE
         self.idle_ticks = 0
         return True

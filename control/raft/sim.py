@@ -41,7 +41,7 @@ TRACE_LINES = 200
 class SimOptions:
     nodes: int = 3
     steps: int = 300
-    liveness_ticks: int = 600
+    liveness_ticks: int = 300
     unsafe_commit_old_term: bool = False
     """TEST ONLY: runs the cores with the planted Figure 8 commit bug."""
 

