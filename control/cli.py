@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from control import up
+from control import service, up
+from control.raft.errors import StorageError
 from proxy import cli as proxy_cli
 from proxy.config import ConfigError
 
@@ -20,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy = sub.add_parser("proxy", help="run a proxy (data plane)")
     proxy_cli.add_arguments(proxy)
     proxy.set_defaults(func=proxy_cli.run)
+    node = sub.add_parser("control", help="run a control-plane node")
+    service.add_arguments(node)
+    node.set_defaults(func=service.run)
     stack = sub.add_parser("up", help="run the whole system on this machine (Ctrl-C stops it)")
     up.add_arguments(stack)
     stack.set_defaults(func=up.run)
@@ -33,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.func(args)
     except ConfigError as exc:
         parser.exit(2, f"ringleader {args.command}: error: {exc}\n")
+    except StorageError as exc:
+        parser.exit(1, f"ringleader {args.command}: error: {exc}\n")
     except OSError as exc:
         # Bind failures and unreadable files: the message already names the problem.
         parser.exit(1, f"ringleader {args.command}: error: {exc}\n")

@@ -43,3 +43,5 @@ def configure(component: str, level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO; on peer RPC that is thousands of lines a second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import time
 
 from proxy.asgi import Receive, Scope, Send, respond_error
+from proxy.httpcache.handler import HTTPCacheHandler
 from proxy.kv import KV_PREFIX, KVHandler
 from proxy.metrics import ProxyMetrics
 from proxy.telemetry import CounterChild
 
 
 class DataPlane:
-    def __init__(self, kv: KVHandler, metrics: ProxyMetrics) -> None:
+    def __init__(
+        self, kv: KVHandler, metrics: ProxyMetrics, http: HTTPCacheHandler | None = None
+    ) -> None:
         self._kv = kv
+        self._http = http
         self._metrics = metrics
         self._durations = {
             route: metrics.request_duration.labels(route) for route in ("kv", "http", "other")
@@ -26,6 +30,9 @@ class DataPlane:
         if scope["raw_path"].startswith(KV_PREFIX):
             route = "kv"
             status = await self._kv(scope, receive, send)
+        elif self._http is not None:
+            route = "http"
+            status = await self._http(scope, receive, send)
         else:
             route = "other"
             status = 404

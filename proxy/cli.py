@@ -28,6 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipelined connections per backend and worker (default 1)")
     add("--health-interval", type=float, metavar="SECONDS", help="heartbeat period (1.0)")
     add("--health-timeout", type=float, metavar="SECONDS", help="heartbeat timeout (0.5)")
+    add("--http-max-body-bytes", type=int, metavar="N",
+        help="HTTP cache: larger bodies stream through uncached (default and max 1048576)")
+    add("--cache-cookies", action="store_true", default=None,
+        help="HTTP cache: cache requests with Cookie (Set-Cookie is still never stored)")
+    add("--heuristic-cap", type=float, metavar="SECONDS",
+        help="HTTP cache: longest heuristic freshness (86400)")
+    add("--purge-token-file", metavar="FILE", help="HTTP cache: enables PURGE with this token")
+    add("--lease-ttl", type=int, metavar="SECONDS",
+        help="HTTP cache: lifetime of a fleet-wide fetch lease (3)")
+    add("--lease-wait", type=float, metavar="SECONDS",
+        help="HTTP cache: longest wait for another request's fetch (2.0)")
+    add("--origin-timeout", type=float, metavar="SECONDS", help="HTTP cache: origin reply (10)")
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:

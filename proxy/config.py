@@ -14,6 +14,8 @@ from proxy.backends import ClientSettings
 from proxy.ring.hashes import KEY_HASHES
 
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+# memcached's default item size (-I 1m): a cached body larger than it could never be stored.
+MAX_HTTP_BODY_BYTES = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -51,13 +53,22 @@ class ProxyConfig:
     client: ClientSettings = field(default_factory=ClientSettings)
     health_interval: float = 1.0
     health_timeout: float = 0.5
+    # The HTTP cache (with `origin`); see proxy/httpcache/handler.py.
+    http_max_body_bytes: int = MAX_HTTP_BODY_BYTES
+    cache_cookies: bool = False
+    heuristic_cap: float = 86400.0
+    purge_token: str | None = field(default=None, repr=False)
+    lease_ttl: int = 3
+    lease_wait: float = 2.0
+    origin_timeout: float = 10.0
 
 
 # Setting name (as a flag without dashes, or a TOML key) -> how to read it.
 _KEYS = {
     "listen", "admin", "backend", "hash", "origin", "control", "pool", "workers",
     "max-value-bytes", "connect-timeout", "request-timeout", "connections",
-    "health-interval", "health-timeout",
+    "health-interval", "health-timeout", "http-max-body-bytes", "cache-cookies",
+    "heuristic-cap", "purge-token-file", "lease-ttl", "lease-wait", "origin-timeout",
 }  # fmt: skip
 
 
@@ -113,7 +124,36 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
         client=client,
         health_interval=_positive("health-interval", get("health-interval"), 1.0),
         health_timeout=_positive("health-timeout", get("health-timeout"), 0.5),
+        http_max_body_bytes=_max_body(get("http-max-body-bytes")),
+        cache_cookies=bool(get("cache-cookies", False)),
+        heuristic_cap=_positive("heuristic-cap", get("heuristic-cap"), 86400.0),
+        purge_token=_token(get("purge-token-file")),
+        lease_ttl=int(_positive("lease-ttl", get("lease-ttl"), 3, integer=True)),
+        lease_wait=_positive("lease-wait", get("lease-wait"), 2.0),
+        origin_timeout=_positive("origin-timeout", get("origin-timeout"), 10.0),
     )
+
+
+def _max_body(value: Any) -> int:
+    limit = int(_positive("http-max-body-bytes", value, MAX_HTTP_BODY_BYTES, integer=True))
+    if limit > MAX_HTTP_BODY_BYTES:
+        raise ConfigError(
+            f"--http-max-body-bytes: at most {MAX_HTTP_BODY_BYTES} (memcached's item size)"
+        )
+    return limit
+
+
+def _token(path: Any) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(str(path), encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"--purge-token-file {path}: {exc.strerror}") from None
+    if not token or not token.isascii() or not token.isprintable():
+        raise ConfigError(f"--purge-token-file {path}: expected one printable ASCII token")
+    return token
 
 
 def _list(name: str, value: Any) -> list[str]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from proxy.telemetry import CounterFamily, GaugeFamily, HistogramFamily, MetricSet
 
+# Origins are remote and slower than cache servers: up to the default origin timeout.
+ORIGIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class ProxyMetrics:
     """Label values are bounded: routes and ops are fixed sets, backends are the fleet."""
@@ -61,6 +64,36 @@ class ProxyMetrics:
         self.worker_restarts = CounterFamily(
             "ringleader_proxy_worker_restarts_total", "Workers that exited and were restarted.", ()
         )
+        self.http_cache_results = CounterFamily(
+            "ringleader_http_cache_results_total",
+            "HTTP cache answers by X-Cache result (hit, miss, stale, revalidated, pass).",
+            ("result",),
+        )
+        self.http_cache_stores = CounterFamily(
+            "ringleader_http_cache_stores_total",
+            "HTTP cache entry writes by result (stored; rejected: over the backend's item "
+            "size; error: backend failed, entry dropped).",
+            ("result",),
+        )
+        self.http_cache_coalesced = CounterFamily(
+            "ringleader_http_cache_coalesced_waits_total",
+            "Requests that waited for another request's origin fetch, by scope (worker: "
+            "same process; fleet: a backend lease held elsewhere) and outcome (shared: "
+            "served the result; fetched: went to the origin after all).",
+            ("scope", "outcome"),
+        )
+        self.origin_requests = CounterFamily(
+            "ringleader_origin_requests_total",
+            "Origin requests by response status code, or by failure kind "
+            "(connect, timeout, protocol).",
+            ("code",),
+        )
+        self.origin_duration = HistogramFamily(
+            "ringleader_origin_request_duration_seconds",
+            "Time from sending an origin request to its response headers.",
+            (),
+            buckets=ORIGIN_BUCKETS,
+        )
         self.set = MetricSet(
             [
                 self.request_duration,
@@ -74,5 +107,10 @@ class ProxyMetrics:
                 self.probe_duration,
                 self.workers,
                 self.worker_restarts,
+                self.http_cache_results,
+                self.http_cache_stores,
+                self.http_cache_coalesced,
+                self.origin_requests,
+                self.origin_duration,
             ]
         )

@@ -134,8 +134,12 @@ class MetricSet:
     def __init__(self, families: Iterable[Family]) -> None:
         self.families = {f.name: f for f in families}
         for family in self.families.values():
-            if not family.labelnames:
-                family.labels()  # exported as 0 from the start, not absent
+            # Exported as 0 from the start, not absent. Not min/max gauges: a process that
+            # never set one has no value, and a default 0 would win every min.
+            if not family.labelnames and not (
+                isinstance(family, GaugeFamily) and family.merge != "sum"
+            ):
+                family.labels()
 
     def snapshot(self) -> Snapshot:
         out: Snapshot = {}

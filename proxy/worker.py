@@ -21,6 +21,10 @@ from control import jsonlog
 from proxy.app import DataPlane
 from proxy.config import ProxyConfig
 from proxy.embedded import EmbeddedServer
+from proxy.httpcache.handler import CacheSettings, HTTPCacheHandler
+from proxy.httpcache.origin import OriginClient, OriginSettings
+from proxy.httpcache.policy import CachePolicy
+from proxy.httpcache.storage import EntryStore
 from proxy.kv import KVHandler
 from proxy.metrics import ProxyMetrics
 from proxy.router import RingState, Router
@@ -47,7 +51,8 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
     metrics = ProxyMetrics()
     router = Router(spec.config.client, spec.ring)
     metrics.ring_epoch.labels().set(spec.ring.epoch)
-    app = DataPlane(KVHandler(router, metrics, spec.config.max_value_bytes), metrics)
+    http = _http_cache(spec.config, router, metrics)
+    app = DataPlane(KVHandler(router, metrics, spec.config.max_value_bytes), metrics, http)
     server = EmbeddedServer(
         uvicorn.Config(
             app,
@@ -56,6 +61,13 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
             access_log=False,
             log_config=None,
             server_header=False,
+            # Cached responses carry the origin's Date, which Age and Expires are relative
+            # to; uvicorn's own would add a second, conflicting one. KV responses then go
+            # without Date in --origin mode.
+            date_header=http is None,
+            # The client address is the socket peer: X-Forwarded-For from clients is
+            # appended to, never trusted (it would let a client forge its address).
+            proxy_headers=False,
             timeout_graceful_shutdown=DRAIN_SECONDS,
         )
     )
@@ -80,6 +92,25 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
     finally:
         reporter.cancel()
         loop.remove_reader(pipe.fileno())
+        if http is not None:
+            await http.close()
         await router.close()
         with contextlib.suppress(OSError):
             pipe.send(("metrics", metrics.set.snapshot()))
+
+
+def _http_cache(
+    config: ProxyConfig, router: Router, metrics: ProxyMetrics
+) -> HTTPCacheHandler | None:
+    """The HTTP cache for paths outside the KV prefix, when an origin is configured."""
+    if config.origin is None:
+        return None
+    settings = CacheSettings(
+        policy=CachePolicy(config.heuristic_cap, config.cache_cookies),
+        max_body_bytes=config.http_max_body_bytes,
+        purge_token=None if config.purge_token is None else config.purge_token.encode(),
+        lease_ttl=config.lease_ttl,
+        lease_wait=config.lease_wait,
+    )
+    origin = OriginClient(OriginSettings(config.origin, timeout=config.origin_timeout), metrics)
+    return HTTPCacheHandler(EntryStore(router, metrics), origin, settings, metrics)

@@ -65,6 +65,9 @@ class DiskStorage:
                 self._log_fd = os.open(
                     self._file(LOG_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
                 )
+                # The log may have just been created; its directory entry must be durable
+                # before the first fsynced append is relied on.
+                _fsync_dir(self.path)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -214,11 +217,15 @@ def _replace_file(path: str, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _single_record(path: str) -> tuple[int, bytes] | None:

@@ -221,6 +221,8 @@ class Simulation:
         self._requests = 0
         self._leaders: dict[NodeId, int] = {}
         self._churn: list[tuple[int, NodeId]] = []
+        self._stored_logs_shrank = False
+        """Set when a stored log lost entries, the only way an acknowledged one can vanish."""
         self._heal_at = 0
 
     def _node_rng(self) -> random.Random:
@@ -244,7 +246,6 @@ class Simulation:
         for _ in range(self.options.liveness_ticks):
             self._step(faults=False)
             if self._live():
-                self._check_durable()
                 return
         raise Violation("liveness", self._describe())
 
@@ -311,8 +312,9 @@ class Simulation:
                                          self.rng.random() < self.rates.defer_ready):
                 self._handle_ready(slot, node)
         self._after_step()
-        if now % 50 == 0:
-            self._check_durable()
+        if self._stored_logs_shrank:
+            self._stored_logs_shrank = False
+            self.checker.check_acked_durable(self._durable_copies)
 
     def _after_step(self) -> None:
         views = []
@@ -347,14 +349,18 @@ class Simulation:
             self.rates.crash_mid_persist
         ):
             crash_ops = self.rng.randrange(3)
+        stored_last = slot.storage.last_index
         try:
             storage = None if crash_ops is None else _CrashingStorage(slot.storage, crash_ops)
             rd = node.process_ready(storage)
         except _Crash:
             self._log(f"node {slot.id} crashes after {crash_ops} writes of a Ready")
+            self._stored_logs_shrank = True
             self._crash(slot)
             return
         if rd is not None:
+            if rd.snapshot is not None or (rd.entries and rd.entries[0].index <= stored_last):
+                self._stored_logs_shrank = True
             self._observe_ready(slot, rd)
 
     def _observe_ready(self, slot: _SimNode, rd: Ready) -> None:
@@ -387,9 +393,6 @@ class Simulation:
             ):
                 copies += 1
         return copies
-
-    def _check_durable(self) -> None:
-        self.checker.check_acked_durable(self._durable_copies)
 
     # ----------------------------------------------------------------- faults
 
@@ -471,7 +474,6 @@ class Simulation:
         slot.restart_at = 0
         slot.node = LocalNode(slot.config, self._node_rng(), slot.storage)
         self._log(f"node {slot.id} restarts")
-        self._check_durable()
 
     def _client_requests(self) -> None:
         rng, rates = self.rng, self.rates
@@ -541,8 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, choices=(3, 5), default=3)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--trace", action="store_true", help="print the trace of a failure")
+    parser.add_argument("--unsafe-commit-old-term", action="store_true",
+                        help="TEST ONLY: plant the Figure 8 commit bug to see the checkers fail")
     args = parser.parse_args(argv)
-    options = SimOptions(nodes=args.nodes, steps=args.steps)
+    options = SimOptions(nodes=args.nodes, steps=args.steps,
+                         unsafe_commit_old_term=args.unsafe_commit_old_term)
     started = time.monotonic()
     seeds = range(args.seed, args.seed + args.seeds)
     for seed, violation, trace in run_seeds(seeds, options, args.jobs):
@@ -550,8 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.trace:
                 print(trace)
             print(f"FAIL seed={seed}: {violation}")
+            unsafe = " --unsafe-commit-old-term" if args.unsafe_commit_old_term else ""
             print(f"reproduce: python -m control.raft.sim --seed {seed} --steps {args.steps} "
-                  f"--nodes {args.nodes} --trace")
+                  f"--nodes {args.nodes}{unsafe} --trace")
             return 1
     elapsed = time.monotonic() - started
     print(f"ok: {args.seeds} seeds from {args.seed}, {args.steps} steps, {args.nodes} nodes, "

@@ -202,6 +202,7 @@ class ConnectionPool:
     async def _connect(self) -> PipelinedConnection:
         loop = asyncio.get_running_loop()
         timeout = self._settings.connect_timeout
+        conn: PipelinedConnection | None = None
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
@@ -222,6 +223,10 @@ class ConnectionPool:
         else:
             self._backoff = 0.0
             return conn
+        if conn is not None:
+            # Connected, but the handshake failed or timed out: close the socket, or it
+            # leaks once per reconnect attempt.
+            conn.abort(error)
         self._note_failure(error)
         raise error
 

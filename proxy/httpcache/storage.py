@@ -15,27 +15,49 @@ dropped. The caller never sees BackendError, so the cache tier is never a reason
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import logging
+import math
 
 from proxy.backends import BackendError
 from proxy.backends.errors import BackendRejected
 from proxy.metrics import ProxyMetrics
 from proxy.router import Route, Router
 
+from .age import entry_age
+from .cache_control import parse_cache_control
 from .entry import Entry, UnreadableEntry, decode_entry, encode_entry
+from .freshness import freshness_lifetime
+from .headers import first
+from .policy import CachePolicy
 
 ENTRY_PREFIX = b"rlhc:"
 LEASE_PREFIX = b"rlhl:"
 # memcached reads an exptime above 30 days as an absolute time; the store never needs more.
 MAX_TTL = 30 * 24 * 3600
-
-log = logging.getLogger("ringleader.httpcache")
+REVALIDATION_KEEP = 3600
+"""Seconds an entry with a validator (ETag, Last-Modified) outlives its freshness and
+stale windows, so that it can still be revalidated with a cheap 304 (or served under a
+client's max-stale) instead of being fetched whole."""
 
 
 def digest(key: bytes) -> bytes:
     """The hex digest naming ``key``'s slot: 40 bytes, legal for memcached."""
     return hashlib.blake2b(key, digest_size=20).hexdigest().encode()
+
+
+def retention(entry: Entry, now: float, policy: CachePolicy) -> int:
+    """The backend TTL for ``entry``: its remaining freshness, plus its stale windows,
+    plus REVALIDATION_KEEP if it has a validator; at least 1 s, at most MAX_TTL."""
+    cc = parse_cache_control(entry.headers)
+    lifetime = freshness_lifetime(
+        entry.status, entry.headers, cc, entry.response_time, policy.heuristic_cap
+    )
+    ttl = max(lifetime - entry_age(entry, now), 0.0)
+    ttl += max(cc.stale_while_revalidate or 0, cc.stale_if_error or 0)
+    if first(entry.headers, b"etag") is not None or first(entry.headers, b"last-modified"):
+        ttl += REVALIDATION_KEEP
+    return max(1, min(math.ceil(ttl), MAX_TTL))
 
 
 class EntryStore:
@@ -135,8 +157,7 @@ class Lease:
     """A held lease is released by deleting it; one not released expires by its TTL.
 
     Leases carry no owner token: a holder that outlives its TTL may delete a successor's
-    lease, which costs at most one extra origin fetch. The origin timeout is therefore
-    kept near the lease TTL (config checks lease_ttl >= 1)."""
+    lease. That costs at most one extra origin fetch, never a wrong answer."""
 
     __slots__ = ("_route", "_slot", "held")
 
@@ -149,7 +170,5 @@ class Lease:
         if not self.held:
             return
         self.held = False
-        try:
+        with contextlib.suppress(BackendError):  # else it expires by its TTL
             await self._route.client.delete(LEASE_PREFIX + self._slot)
-        except BackendError:
-            pass  # it expires by its TTL

@@ -90,6 +90,8 @@ class KetamaRing:
 
     def replicas(self, key: bytes, n: int) -> list[BackendSpec]:
         want = min(n, len(self._backends))
+        if want <= 0:
+            return []
         start = bisect_left(self._points, self._hash(key))
         found: list[BackendSpec] = []
         total = len(self._owners)

@@ -1,0 +1,265 @@
+"""The asyncio driver around the Raft core: ticks it, feeds it messages, and carries out
+each Ready in the order its contract states (persist, then send, then apply).
+
+Persisting runs in a worker thread, so a slow fsync never blocks the event loop: HTTP is
+served, messages are stepped and ticks keep counting meanwhile. Heartbeats produced during
+a write go out as soon as it completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from control.metrics import ControlMetrics
+from control.raft.config import TICK_SECONDS, RaftConfig
+from control.raft.core import RaftCore
+from control.raft.errors import NotLeader, RequestDropped
+from control.raft.messages import Message
+from control.raft.ready import Ready
+from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
+from control.raft.types import EntryKind, NodeId, Role, SoftState
+from control.registry import Registry
+
+log = logging.getLogger("ringleader.raft")
+
+PROPOSAL_TIMEOUT = 5.0
+READ_TIMEOUT = 5.0
+
+
+class ProposalFailed(Exception):
+    """The command's outcome is unknown or it was refused; `reason` is a metric label."""
+
+    def __init__(self, reason: str, message: str, leader: NodeId | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.leader = leader
+
+
+@dataclass(slots=True)
+class _Proposal:
+    term: int
+    future: asyncio.Future[dict[str, Any]]
+
+
+class RaftNode:
+    def __init__(
+        self,
+        config: RaftConfig,
+        storage: Storage,
+        send: Callable[[tuple[Message, ...]], None],
+        metrics: ControlMetrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._storage = storage
+        self._send = send
+        self._metrics = metrics
+        state = load_state(storage)
+        self.registry = (
+            Registry.restore(state.snapshot.data) if state.snapshot is not None else Registry()
+        )
+        self.core = RaftCore(config, rng or random.Random(), state)
+        self._proposals: dict[int, _Proposal] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_ids = itertools.count()
+        self._wake = asyncio.Event()
+        self._applied_changed = asyncio.Condition()
+        self._soft = self.core.soft_state
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._ticker(), name="raft-tick"),
+            asyncio.create_task(self._process(), name="raft-ready"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += TICK_SECONDS
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            self.core.tick()
+            self._wake.set()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def step(self, message: Message) -> None:
+        self.core.step(message)
+        self._wake.set()
+
+    async def propose(self, command: bytes) -> dict[str, Any]:
+        """Replicates `command` and returns the registry's result once applied here."""
+        try:
+            index = self.core.propose(command)
+        except NotLeader as exc:
+            # Not a failure: the API forwards the command to the leader.
+            raise ProposalFailed("not_leader", "this node is not the leader", exc.leader) from None
+        except RequestDropped as exc:
+            self._metrics.proposals_failed.labels("dropped").inc()
+            raise ProposalFailed("dropped", str(exc)) from None
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._proposals[index] = _Proposal(self.core.term, future)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), PROPOSAL_TIMEOUT)
+        except TimeoutError:
+            self._metrics.proposals_failed.labels("timeout").inc()
+            raise ProposalFailed("timeout", "not committed in time; outcome unknown") from None
+        finally:
+            self._proposals.pop(index, None)
+
+    async def read_barrier(self) -> None:
+        """Returns once this node may serve a linearizable read (Raft §6.4, ReadIndex)."""
+        ctx = next(self._read_ids).to_bytes(8, "big")
+        try:
+            self.core.read_index(ctx)
+        except NotLeader as exc:
+            raise ProposalFailed("not_leader", "this node is not the leader", exc.leader) from None
+        except RequestDropped as exc:
+            raise ProposalFailed("dropped", str(exc)) from None
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[ctx] = future
+        self._wake.set()
+        try:
+            index = await asyncio.wait_for(asyncio.shield(future), READ_TIMEOUT)
+        except TimeoutError:
+            raise ProposalFailed("timeout", "leadership not confirmed in time") from None
+        finally:
+            self._reads.pop(ctx, None)
+        await self.wait_applied(index)
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> bool:
+        async with self._applied_changed:
+            try:
+                await asyncio.wait_for(
+                    self._applied_changed.wait_for(lambda: self.registry.applied_index >= index),
+                    timeout,
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def wait_for_change(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Waits until `predicate()` holds after some apply, or the timeout passes."""
+        async with self._applied_changed:
+            try:
+                await asyncio.wait_for(self._applied_changed.wait_for(predicate), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    # -- the Ready loop ----------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.core.has_ready():
+                await self._handle(self.core.ready())
+            if self.core.snapshot_due:
+                await self._compact()
+
+    async def _handle(self, rd: Ready) -> None:
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            started = time.perf_counter()
+            await asyncio.to_thread(persist_ready, self._storage, rd)
+            self._metrics.fsync_duration.observe(time.perf_counter() - started)
+        self._send(rd.messages)
+        applied_before = self.registry.applied_index
+        started = time.perf_counter()
+        if rd.snapshot is not None and rd.snapshot.index > self.registry.applied_index:
+            self.registry = Registry.restore(rd.snapshot.data)
+            log.info("installed snapshot", extra={"ctx": {"index": rd.snapshot.index}})
+        for entry in rd.committed_entries:
+            if entry.index <= self.registry.applied_index:
+                continue
+            if entry.kind is EntryKind.NORMAL:
+                result = self.registry.apply(entry.index, entry.data)
+            else:
+                self.registry.applied_index = entry.index
+                result = {"ok": True}
+            proposal = self._proposals.get(entry.index)
+            if proposal is not None and not proposal.future.done():
+                if proposal.term == entry.term:
+                    proposal.future.set_result(result)
+                else:
+                    proposal.future.set_exception(
+                        ProposalFailed("lost", "overwritten by a new leader; not applied")
+                    )
+        if rd.committed_entries:
+            self._metrics.apply_duration.observe(time.perf_counter() - started)
+        self.core.advance(rd)
+        for read in rd.read_states:
+            future = self._reads.get(read.ctx)
+            if future is not None and not future.done():
+                future.set_result(read.index)
+        self._on_soft_state(rd.soft_state)
+        if self.registry.applied_index != applied_before:
+            self._metrics.applied_index.set(self.registry.applied_index)
+            async with self._applied_changed:
+                self._applied_changed.notify_all()
+        self._metrics.commit_index.set(self.core.commit_index)
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        previous, self._soft = self._soft, soft
+        self._metrics.term.set(soft.term)
+        self._metrics.is_leader.set(1 if soft.role is Role.LEADER else 0)
+        self._metrics.has_leader.set(0 if soft.leader is None else 1)
+        if soft.leader != previous.leader:
+            self._metrics.leader_changes.inc()
+            log.info(
+                "leader is now %s", soft.leader,
+                extra={"ctx": {"leader": soft.leader, "term": soft.term, "role": soft.role.value,
+                               "previous_leader": previous.leader}},
+            )  # fmt: skip
+        if previous.role is Role.LEADER and soft.role is not Role.LEADER:
+            # Whatever this node accepted as leader may now never complete here.
+            for proposal in self._proposals.values():
+                if not proposal.future.done():
+                    self._metrics.proposals_failed.labels("lost_leadership").inc()
+                    proposal.future.set_exception(
+                        ProposalFailed("lost_leadership", "leadership lost; outcome unknown")
+                    )
+            for future in self._reads.values():
+                if not future.done():
+                    future.set_exception(ProposalFailed("lost_leadership", "leadership lost"))
+
+    async def _compact(self) -> None:
+        index = self.registry.applied_index
+        if index <= (self.core.snapshot.index if self.core.snapshot else 0):
+            return
+        compaction = self.core.compact(index, self.registry.snapshot())
+        await asyncio.to_thread(persist_compaction, self._storage, compaction)
+        log.info("compacted log", extra={"ctx": {"snapshot_index": index}})
+
+    # -- views -------------------------------------------------------------------------------
+
+    @property
+    def soft_state(self) -> SoftState:
+        return self.core.soft_state
+
+    def status(self) -> dict[str, Any]:
+        soft = self.core.soft_state
+        return {
+            "id": self.core.id,
+            "role": "candidate" if soft.role is Role.PRE_CANDIDATE else soft.role.value,
+            "term": soft.term,
+            "leader": soft.leader,
+            "commit_index": self.core.commit_index,
+            "applied_index": self.registry.applied_index,
+            "last_index": self.core.last_index,
+        }

@@ -1,0 +1,121 @@
+"""`ringleader control`: one control-plane node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import uvicorn
+import uvloop
+
+from control import jsonlog
+from control.api import ControlAPI
+from control.metrics import ControlMetrics
+from control.node import RaftNode
+from control.raft.config import RaftConfig
+from control.raft.diskstore import DiskStorage
+from control.raft.types import NodeId
+from control.token import TokenError, load_token
+from control.transport import HttpTransport
+from proxy.config import Address, ConfigError, parse_address
+from proxy.embedded import EmbeddedServer
+from proxy.server import bind
+
+log = logging.getLogger("ringleader.control")
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    node_id: NodeId
+    listen: Address
+    peers: dict[NodeId, str]
+    data_dir: str
+    token: str
+
+
+def parse_peers(text: str) -> dict[NodeId, str]:
+    peers: dict[NodeId, str] = {}
+    for item in text.split(","):
+        ident, sep, url = item.strip().partition("=")
+        if not sep or not ident.isdigit() or int(ident) <= 0:
+            raise ConfigError(f"--peers: expected ID=URL with a positive ID, got {item!r}")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"--peers: {ident}: expected an http:// URL, got {url!r}")
+        if int(ident) in peers:
+            raise ConfigError(f"--peers: node {ident} is listed twice")
+        peers[int(ident)] = url.rstrip("/")
+    return peers
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", required=True, metavar="ID", help="this node's id (in --peers)")
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT")
+    parser.add_argument("--peers", required=True, metavar="ID=URL,...",
+                        help="every node of the cluster, this one included")  # fmt: skip
+    parser.add_argument("--data-dir", required=True, metavar="DIR",
+                        help="Raft log and snapshots; must exist (empty for a new node)")  # fmt: skip
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="cluster token (else $RINGLEADER_TOKEN)")  # fmt: skip
+
+
+def build_config(args: argparse.Namespace) -> ControlConfig:
+    if not str(args.id).isdigit() or int(args.id) <= 0:
+        raise ConfigError(f"--id: expected a positive whole number, got {args.id!r}")
+    node_id = int(args.id)
+    peers = parse_peers(args.peers)
+    if node_id not in peers:
+        raise ConfigError(f"--id {node_id} is not in --peers ({', '.join(map(str, peers))})")
+    try:
+        token = load_token(args.token_file)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    if token is None:
+        raise ConfigError("no cluster token: give --token-file FILE or set RINGLEADER_TOKEN")
+    return ControlConfig(node_id, parse_address("--listen", args.listen), peers, args.data_dir,
+                         token)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    config = build_config(args)
+    jsonlog.configure(f"control-{config.node_id}")
+    storage = DiskStorage(config.data_dir)
+    try:
+        uvloop.run(serve(config, storage))
+    finally:
+        storage.close()
+
+
+async def serve(config: ControlConfig, storage: DiskStorage) -> None:
+    sock = bind(config.listen, "--listen")
+    metrics = ControlMetrics()
+    others = {i: u for i, u in config.peers.items() if i != config.node_id}
+    transport = HttpTransport(others, config.token, metrics)
+    node = RaftNode(
+        RaftConfig(node_id=config.node_id, peers=tuple(sorted(config.peers))),
+        storage, transport.send, metrics,
+    )  # fmt: skip
+    api = ControlAPI(node, config.peers, config.token, metrics)
+    server = EmbeddedServer(
+        uvicorn.Config(api.app(), lifespan="off", access_log=False, log_config=None,
+                       timeout_graceful_shutdown=2)  # fmt: skip
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    transport.start()
+    node.start()
+    log.info(
+        "control node listening",
+        extra={"ctx": {"id": config.node_id, "listen": str(config.listen),
+                       "peers": config.peers, "data_dir": config.data_dir,
+                       "applied_index": node.registry.applied_index}},
+    )  # fmt: skip
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await node.stop()
+        await transport.close()
+        await api.close()

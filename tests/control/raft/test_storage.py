@@ -1,0 +1,258 @@
+"""Durable storage: the shared contract, then disk recovery with real files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from control.raft.diskstore import HARD_STATE_FILE, LOG_FILE, SNAPSHOT_FILE, DiskStorage
+from control.raft.errors import CorruptRecordError, DataDirError, StorageError
+from control.raft.memstore import MemoryStorage
+from control.raft.ready import Compaction, Ready
+from control.raft.records import scan_records
+from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
+from control.raft.types import Entry, HardState, Role, Snapshot, SoftState
+from tests.control.raft.harness import log_of
+
+Factory = Callable[[], Storage]
+
+
+@pytest.fixture(params=["memory", "disk"])
+def new_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    opened: list[DiskStorage] = []
+
+    def make() -> Storage:
+        if request.param == "memory":
+            return MemoryStorage()
+        store = DiskStorage(tmp_path / "data", create=True)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def test_append_replaces_from_the_first_new_index(new_storage: Factory) -> None:
+    s = new_storage()
+    s.append(log_of([1, 1, 1, 2]))
+    s.append([Entry(3, 3, data=b"new")])
+    assert [(e.index, e.term) for e in s.load_entries()] == [(1, 1), (2, 1), (3, 3)]
+    with pytest.raises(ValueError, match="gap"):
+        s.append([Entry(5, 3)])
+
+
+def test_compact_and_reset_move_the_first_index(new_storage: Factory) -> None:
+    s = new_storage()
+    s.append(log_of([1, 1, 1, 1]))
+    s.compact(2)
+    assert s.first_index() == 3
+    assert [e.index for e in s.load_entries()] == [3, 4]
+    s.reset(10)
+    assert s.first_index() == 11
+    assert s.load_entries() == []
+    s.append([Entry(11, 2)])
+    assert s.load_entries() == [Entry(11, 2)]
+
+
+def test_hard_state_and_snapshot_round_trip(new_storage: Factory) -> None:
+    s = new_storage()
+    assert s.load_hard_state() == HardState()
+    assert s.load_snapshot() is None
+    s.save_hard_state(HardState(4, 2, 3))
+    s.save_snapshot(Snapshot(3, 2, b"image"))
+    assert s.load_hard_state() == HardState(4, 2, 3)
+    assert s.load_snapshot() == Snapshot(3, 2, b"image")
+
+
+class _Recorder(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        self.ops.append("append")
+        super().append(entries)
+
+    def compact(self, through: int) -> None:
+        self.ops.append("compact")
+        super().compact(through)
+
+    def reset(self, index: int) -> None:
+        self.ops.append("reset")
+        super().reset(index)
+
+    def save_hard_state(self, hard_state: HardState) -> None:
+        self.ops.append("hard_state")
+        super().save_hard_state(hard_state)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self.ops.append("snapshot")
+        super().save_snapshot(snapshot)
+
+
+def test_persist_order_keeps_commit_within_the_stored_log() -> None:
+    s = _Recorder()
+    rd = Ready(SoftState(Role.FOLLOWER, 1, 2), HardState(2, None, 6), (Entry(6, 2),),
+               Snapshot(5, 2, b""), (), (), ())
+    persist_ready(s, rd)
+    assert s.ops == ["snapshot", "reset", "append", "hard_state"]
+    s.ops.clear()
+    persist_compaction(s, Compaction(Snapshot(6, 2, b""), 4))
+    assert s.ops == ["snapshot", "compact"]
+
+
+def test_load_state_repairs_a_crash_between_snapshot_and_log_reset() -> None:
+    s = MemoryStorage()
+    s.append(log_of([1, 1, 2]))
+    s.save_snapshot(Snapshot(5, 3, b"leader's"))
+    state = load_state(s)
+    assert state.entries == ()
+    assert s.first_index() == 6
+
+
+def test_load_state_keeps_a_log_that_continues_the_snapshot() -> None:
+    s = MemoryStorage()
+    s.append(log_of([1, 1, 2, 2]))
+    s.save_snapshot(Snapshot(3, 2, b""))
+    assert [e.index for e in load_state(s).entries] == [1, 2, 3, 4]
+    assert s.first_index() == 1
+
+
+# --------------------------------------------------------------------- disk recovery
+
+
+def _filled(path: Path) -> None:
+    with DiskStorage(path, create=True) as s:
+        s.append(log_of([1, 1]))
+        s.append([Entry(3, 2, data=b"third")])
+        s.save_hard_state(HardState(2, 1, 2))
+        s.save_snapshot(Snapshot(1, 1, b"snap"))
+
+
+def test_reopen_recovers_everything(tmp_path: Path) -> None:
+    _filled(tmp_path)
+    with DiskStorage(tmp_path) as s:
+        assert [e.index for e in s.load_entries()] == [1, 2, 3]
+        assert s.load_entries()[2].data == b"third"
+        assert s.load_hard_state() == HardState(2, 1, 2)
+        assert s.load_snapshot() == Snapshot(1, 1, b"snap")
+        s.compact(2)
+    with DiskStorage(tmp_path) as s:
+        assert s.first_index() == 3
+        assert [e.index for e in s.load_entries()] == [3]
+
+
+@pytest.mark.parametrize(
+    ("damage", "survivors"),
+    [
+        pytest.param(lambda data: data[:-3], [1, 2], id="partial-record"),
+        pytest.param(lambda data: data[:-9] + b"\xff" * 9, [1, 2], id="garbled-last-record"),
+        pytest.param(lambda data: data + b"\0" * 64, [1, 2, 3], id="zero-filled-tail"),
+        pytest.param(lambda data: data + b"RF", [1, 2, 3], id="partial-header"),
+    ],
+)
+def test_torn_tail_is_truncated_and_the_node_starts(
+    tmp_path: Path,
+    damage: Callable[[bytes], bytes],
+    survivors: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _filled(tmp_path)
+    log_path = tmp_path / LOG_FILE
+    intact = log_path.read_bytes()
+    log_path.write_bytes(damage(intact))
+    with caplog.at_level(logging.WARNING), DiskStorage(tmp_path) as s:
+        assert [e.index for e in s.load_entries()] == survivors
+        s.append([Entry(len(survivors) + 1, 5)])
+    assert "torn tail" in caplog.text
+    with DiskStorage(tmp_path) as s:
+        assert s.load_entries()[-1] == Entry(len(survivors) + 1, 5)
+
+
+def test_torn_tail_is_cut_at_the_last_whole_record(tmp_path: Path) -> None:
+    _filled(tmp_path)
+    log_path = tmp_path / LOG_FILE
+    intact = log_path.read_bytes()
+    last_offset = scan_records(intact, str(log_path)).records[-1][0]
+    log_path.write_bytes(intact[:-1])
+    DiskStorage(tmp_path).close()
+    assert log_path.read_bytes() == intact[:last_offset]
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_checksum_mismatch_before_the_tail_refuses_to_start(tmp_path: Path) -> None:
+    _filled(tmp_path)
+    log_path = tmp_path / LOG_FILE
+    _flip(log_path, 20)
+    with pytest.raises(CorruptRecordError) as err:
+        DiskStorage(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(log_path) in message
+    assert "byte offset 0" in message
+    assert err.value.offset == 0
+
+
+def test_bad_header_before_the_tail_refuses_to_start(tmp_path: Path) -> None:
+    _filled(tmp_path)
+    data = (tmp_path / LOG_FILE).read_bytes()
+    second = 12 + int.from_bytes(data[4:8], "big")
+    _flip(tmp_path / LOG_FILE, second)
+    with pytest.raises(CorruptRecordError, match=f"byte offset {second}: bad record header"):
+        DiskStorage(tmp_path)
+
+
+@pytest.mark.parametrize("name", [HARD_STATE_FILE, SNAPSHOT_FILE])
+def test_corrupt_hard_state_or_snapshot_refuses_to_start(tmp_path: Path, name: str) -> None:
+    _filled(tmp_path)
+    path = tmp_path / name
+    _flip(path, os.path.getsize(path) - 1)
+    with pytest.raises(CorruptRecordError, match=str(path)):
+        DiskStorage(tmp_path)
+
+
+def test_refusing_to_start_releases_the_directory(tmp_path: Path) -> None:
+    _filled(tmp_path)
+    _flip(tmp_path / LOG_FILE, 20)
+    for _ in range(2):
+        with pytest.raises(CorruptRecordError):
+            DiskStorage(tmp_path)
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(DataDirError, match=f"^raft data directory {missing} does not exist$"):
+        DiskStorage(missing)
+    DiskStorage(missing, create=True).close()
+    assert missing.is_dir()
+
+
+def test_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(DataDirError, match="is not a directory"):
+        DiskStorage(path)
+
+
+def test_unreadable_log_is_a_clear_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / LOG_FILE).mkdir()
+    with pytest.raises(StorageError) as err:
+        DiskStorage(tmp_path)
+    assert str(tmp_path / LOG_FILE) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_data_dir_is_locked_while_open(tmp_path: Path) -> None:
+    with DiskStorage(tmp_path), pytest.raises(DataDirError, match="in use"):
+        DiskStorage(tmp_path)
+    DiskStorage(tmp_path).close()
