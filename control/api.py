@@ -10,6 +10,7 @@ but never undo one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -205,7 +206,10 @@ class ControlAPI:
             return view()
         self._metrics.watchers.inc()
         try:
-            await self._node.wait_for_change(advanced, timeout)
+            async with asyncio.timeout(timeout):
+                await self._node.wait_for_change(advanced)
+        except TimeoutError:
+            pass  # the caller sees the unchanged epoch and asks again
         finally:
             self._metrics.watchers.dec()
         return view()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from control import service, up
+from control import ops, service, up
 from control.raft.errors import StorageError
 from proxy import cli as proxy_cli
 from proxy.config import ConfigError
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     node = sub.add_parser("control", help="run a control-plane node")
     service.add_arguments(node)
     node.set_defaults(func=service.run)
+    ops.add_commands(sub)
     stack = sub.add_parser("up", help="run the whole system on this machine (Ctrl-C stops it)")
     up.add_arguments(stack)
     stack.set_defaults(func=up.run)

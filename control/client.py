@@ -69,7 +69,7 @@ class ControlClient:
 
     async def request(
         self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        read_timeout: float | None = None, headers: dict[str, str] | None = None,
     ) -> Reply:  # fmt: skip
         """The first definitive answer from any node; raises ControlError for 4xx/5xx."""
         loop = asyncio.get_running_loop()
@@ -81,8 +81,8 @@ class ControlClient:
             base = self.urls[index]
             try:
                 response = await self._http.request(
-                    method, base + path, json=json, params=params,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    method, base + path, json=json, params=params, headers=headers,
+                    timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )  # fmt: skip
             except httpx.HTTPError as exc:
                 failures.append(f"{base}: {type(exc).__name__} {exc}".strip())

@@ -135,32 +135,20 @@ class RaftNode:
         self._reads[ctx] = future
         self._wake.set()
         try:
-            index = await asyncio.wait_for(asyncio.shield(future), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                await self.wait_applied(await future)
         except TimeoutError:
             raise ProposalFailed("timeout", "leadership not confirmed in time") from None
         finally:
             self._reads.pop(ctx, None)
-        await self.wait_applied(index)
 
-    async def wait_applied(self, index: int, timeout: float | None = None) -> bool:
-        async with self._applied_changed:
-            try:
-                await asyncio.wait_for(
-                    self._applied_changed.wait_for(lambda: self.registry.applied_index >= index),
-                    timeout,
-                )
-            except TimeoutError:
-                return False
-        return True
+    async def wait_applied(self, index: int) -> None:
+        await self.wait_for_change(lambda: self.registry.applied_index >= index)
 
-    async def wait_for_change(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Waits until `predicate()` holds after some apply, or the timeout passes."""
+    async def wait_for_change(self, predicate: Callable[[], bool]) -> None:
+        """Returns once `predicate()` holds, checking after every apply."""
         async with self._applied_changed:
-            try:
-                await asyncio.wait_for(self._applied_changed.wait_for(predicate), timeout)
-            except TimeoutError:
-                return False
-        return True
+            await self._applied_changed.wait_for(predicate)
 
     # -- the Ready loop ----------------------------------------------------------------------
 

@@ -55,8 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", required=True, metavar="HOST:PORT")
     parser.add_argument("--peers", required=True, metavar="ID=URL,...",
                         help="every node of the cluster, this one included")  # fmt: skip
-    parser.add_argument("--data-dir", required=True, metavar="DIR",
-                        help="Raft log and snapshots; must exist (empty for a new node)")  # fmt: skip
+    parser.add_argument(
+        "--data-dir", required=True, metavar="DIR",
+        help="Raft log and snapshots; must exist (empty for a new node)",
+    )  # fmt: skip
     parser.add_argument("--token-file", metavar="FILE",
                         help="cluster token (else $RINGLEADER_TOKEN)")  # fmt: skip
 
@@ -74,8 +76,8 @@ def build_config(args: argparse.Namespace) -> ControlConfig:
         raise ConfigError(str(exc)) from None
     if token is None:
         raise ConfigError("no cluster token: give --token-file FILE or set RINGLEADER_TOKEN")
-    return ControlConfig(node_id, parse_address("--listen", args.listen), peers, args.data_dir,
-                         token)  # fmt: skip
+    listen = parse_address("--listen", args.listen)
+    return ControlConfig(node_id, listen, peers, args.data_dir, token)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -99,8 +101,13 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
     )  # fmt: skip
     api = ControlAPI(node, config.peers, config.token, metrics)
     server = EmbeddedServer(
-        uvicorn.Config(api.app(), lifespan="off", access_log=False, log_config=None,
-                       timeout_graceful_shutdown=2)  # fmt: skip
+        uvicorn.Config(
+            api.app(),
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=2,
+        )
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -122,9 +122,7 @@ class SafetyChecker:
             else:
                 first, first_prev = known
                 if first != entry:
-                    raise Violation(
-                        "log matching", f"node {node} holds another entry at {key}"
-                    )
+                    raise Violation("log matching", f"node {node} holds another entry at {key}")
                 if first_prev is None:
                     self._entry_ids[key] = (first, prev_term)
                 elif prev_term is not None and prev_term != first_prev:
@@ -206,8 +204,10 @@ class SafetyChecker:
 
     def _check_monotonic(self, v: NodeView) -> None:
         last = self._last.get(v.id)
-        if last is not None and last[0] == v.incarnation and (
-            v.commit < last[1] or v.applied < last[2]
+        if (
+            last is not None
+            and last[0] == v.incarnation
+            and (v.commit < last[1] or v.applied < last[2])
         ):
             raise Violation(
                 "monotonic indexes",
@@ -247,8 +247,7 @@ class SafetyChecker:
             if votes >= self._quorum:
                 raise Violation(
                     "leader completeness",
-                    f"node {c.id} lacks committed entry {index}@{term} yet could win "
-                    f"{votes} votes",
+                    f"node {c.id} lacks committed entry {index}@{term} yet could win {votes} votes",
                 )
 
     def _check_leader(self, v: NodeView) -> None:

@@ -240,8 +240,9 @@ class RaftCore:
         """Records a state machine snapshot taken at applied ``index`` and compacts the log.
         The driver persists the returned Compaction (snapshot first, then log truncation)."""
         if not self._log.snapshot_index < index <= self._applied:
-            raise ValueError(f"snapshot index {index} outside ({self._log.snapshot_index}, "
-                             f"{self._applied}]")
+            raise ValueError(
+                f"snapshot index {index} outside ({self._log.snapshot_index}, {self._applied}]"
+            )
         term = self._log.term_at(index)
         assert term is not None
         snapshot = Snapshot(index, term, data)
@@ -419,9 +420,11 @@ class RaftCore:
         if last_new is None:
             hint = self._log.find_conflict_by_term(m.prev_index, m.prev_term)
             hint_term = self._log.term_at(hint) or 0
-            self._send(AppendEntriesResponse(
-                self.id, m.frm, self._term, False, m.prev_index, hint, hint_term
-            ))
+            self._send(
+                AppendEntriesResponse(
+                    self.id, m.frm, self._term, False, m.prev_index, hint, hint_term
+                )
+            )
             return
         self._commit_to(min(m.commit, last_new))
         self._send(AppendEntriesResponse(self.id, m.frm, self._term, True, last_new))

@@ -122,9 +122,7 @@ class DiskStorage:
 
     def save_hard_state(self, hard_state: HardState) -> None:
         vote = hard_state.vote
-        payload = _HARD_STATE.pack(
-            hard_state.term, hard_state.commit, vote is not None, vote or 0
-        )
+        payload = _HARD_STATE.pack(hard_state.term, hard_state.commit, vote is not None, vote or 0)
         _replace_file(self._file(HARD_STATE_FILE), encode_record(payload))
         self._hard_state = hard_state
 
@@ -269,8 +267,12 @@ def _load_log(path: str) -> tuple[int, list[Entry]]:
         return 0, []
     scan = scan_records(buf, path)
     if scan.torn:
-        log.warning("%s: truncating torn tail at byte offset %d (%d bytes)",
-                    path, scan.end, len(buf) - scan.end)
+        log.warning(
+            "%s: truncating torn tail at byte offset %d (%d bytes)",
+            path,
+            scan.end,
+            len(buf) - scan.end,
+        )
         with _io_errors(path):
             fd = os.open(path, os.O_WRONLY)
             try:

@@ -83,8 +83,9 @@ class FaultRates:
         )
 
     def healed(self) -> FaultRates:
-        return FaultRates(0.0, 0.0, min(self.max_delay, 2), 0.0, 0.0, 0.0, 0.0, 0.0,
-                          0.0, 0.0, 0.0, 0.0)
+        return FaultRates(
+            0.0, 0.0, min(self.max_delay, 2), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        )
 
 
 class _Crash(Exception):
@@ -278,8 +279,10 @@ class Simulation:
             else:
                 c = n.core
                 parts.append(f"{slot.id}:{c.role.value}/t{c.term}/c{c.commit_index}/a{n.sm.index}")
-        return f"no convergence within {self.options.liveness_ticks} ticks: " + " ".join(parts) + (
-            f"; max acknowledged index {self.checker.max_acked}"
+        return (
+            f"no convergence within {self.options.liveness_ticks} ticks: "
+            + " ".join(parts)
+            + (f"; max acknowledged index {self.checker.max_acked}")
         )
 
     # ----------------------------------------------------------------- one tick
@@ -308,8 +311,9 @@ class Simulation:
                 node.core.step(m)
         for slot in self.slots:
             node = slot.running(now)
-            if node is not None and not (self.rates.defer_ready and
-                                         self.rng.random() < self.rates.defer_ready):
+            if node is not None and not (
+                self.rates.defer_ready and self.rng.random() < self.rates.defer_ready
+            ):
                 self._handle_ready(slot, node)
         self._after_step()
         if self._stored_logs_shrank:
@@ -328,10 +332,18 @@ class Simulation:
                 self._log(f"node {slot.id} leads term {core.term}")
                 if self.rates.leader_churn and self.rng.random() < self.rates.leader_churn:
                     self._churn.append((self.now + self.rng.randint(0, 4), slot.id))
-            views.append(NodeView(
-                slot.id, slot.incarnation, core.term, core.role, core.commit_index,
-                core.applied_index, core.first_index, core.term_at,
-            ))
+            views.append(
+                NodeView(
+                    slot.id,
+                    slot.incarnation,
+                    core.term,
+                    core.role,
+                    core.commit_index,
+                    core.applied_index,
+                    core.first_index,
+                    core.term_at,
+                )
+            )
         self.checker.after_step(views, self._durable_logs)
 
     def _durable_logs(self) -> list[DurableLog]:
@@ -339,8 +351,11 @@ class Simulation:
         for slot in self.slots:
             st = slot.storage
             snap = st.load_snapshot()
-            logs.append(DurableLog(slot.id, st.last_index, st.last_term,
-                                   snap.index if snap else 0, st.term_at))
+            logs.append(
+                DurableLog(
+                    slot.id, st.last_index, st.last_term, snap.index if snap else 0, st.term_at
+                )
+            )
         return logs
 
     def _handle_ready(self, slot: _SimNode, node: LocalNode) -> None:
@@ -350,18 +365,18 @@ class Simulation:
         ):
             crash_ops = self.rng.randrange(3)
         stored_last = slot.storage.last_index
+        storage = None if crash_ops is None else _CrashingStorage(slot.storage, crash_ops)
         try:
-            storage = None if crash_ops is None else _CrashingStorage(slot.storage, crash_ops)
             rd = node.process_ready(storage)
+            if rd is not None:
+                if rd.snapshot is not None or (rd.entries and rd.entries[0].index <= stored_last):
+                    self._stored_logs_shrank = True
+                self._observe_ready(slot, rd)
+            node.maybe_snapshot(storage)
         except _Crash:
-            self._log(f"node {slot.id} crashes after {crash_ops} writes of a Ready")
+            self._log(f"node {slot.id} crashes after {crash_ops} writes")
             self._stored_logs_shrank = True
             self._crash(slot)
-            return
-        if rd is not None:
-            if rd.snapshot is not None or (rd.entries and rd.entries[0].index <= stored_last):
-                self._stored_logs_shrank = True
-            self._observe_ready(slot, rd)
 
     def _observe_ready(self, slot: _SimNode, rd: Ready) -> None:
         checker = self.checker
@@ -535,19 +550,26 @@ def run_seeds(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m control.raft.sim", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m control.raft.sim",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds to run")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--steps", type=int, default=300, help="fault-phase ticks per seed")
     parser.add_argument("--nodes", type=int, choices=(3, 5), default=3)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--trace", action="store_true", help="print the trace of a failure")
-    parser.add_argument("--unsafe-commit-old-term", action="store_true",
-                        help="TEST ONLY: plant the Figure 8 commit bug to see the checkers fail")
+    parser.add_argument(
+        "--unsafe-commit-old-term",
+        action="store_true",
+        help="TEST ONLY: plant the Figure 8 commit bug to see the checkers fail",
+    )
     args = parser.parse_args(argv)
-    options = SimOptions(nodes=args.nodes, steps=args.steps,
-                         unsafe_commit_old_term=args.unsafe_commit_old_term)
+    options = SimOptions(
+        nodes=args.nodes, steps=args.steps, unsafe_commit_old_term=args.unsafe_commit_old_term
+    )
     started = time.monotonic()
     seeds = range(args.seed, args.seed + args.seeds)
     for seed, violation, trace in run_seeds(seeds, options, args.jobs):
@@ -556,12 +578,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(trace)
             print(f"FAIL seed={seed}: {violation}")
             unsafe = " --unsafe-commit-old-term" if args.unsafe_commit_old_term else ""
-            print(f"reproduce: python -m control.raft.sim --seed {seed} --steps {args.steps} "
-                  f"--nodes {args.nodes}{unsafe} --trace")
+            print(
+                f"reproduce: python -m control.raft.sim --seed {seed} --steps {args.steps} "
+                f"--nodes {args.nodes}{unsafe} --trace"
+            )
             return 1
     elapsed = time.monotonic() - started
-    print(f"ok: {args.seeds} seeds from {args.seed}, {args.steps} steps, {args.nodes} nodes, "
-          f"{elapsed:.1f}s")
+    print(
+        f"ok: {args.seeds} seeds from {args.seed}, {args.steps} steps, {args.nodes} nodes, "
+        f"{elapsed:.1f}s"
+    )
     return 0
 
 

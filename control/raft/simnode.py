@@ -56,19 +56,21 @@ class LocalNode:
         self.sm = DigestStateMachine(state.snapshot)
 
     def process_ready(self, storage: Storage | None = None) -> Ready | None:
-        """Persists, applies and advances one Ready, then snapshots if due. The caller sends
-        the returned Ready's messages. ``storage`` overrides where writes go (to inject a
-        crash part-way through persisting)."""
+        """Persists, applies and advances one Ready; the caller sends its messages.
+        ``storage`` overrides where writes go (to inject a crash part-way through)."""
         if not self.core.has_ready():
             return None
-        target = storage if storage is not None else self.storage
         rd = self.core.ready()
-        persist_ready(target, rd)
+        persist_ready(storage if storage is not None else self.storage, rd)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
         for entry in rd.committed_entries:
             self.sm.apply(entry)
         self.core.advance(rd)
-        if self.core.snapshot_due:
-            persist_compaction(target, self.core.compact(self.sm.index, self.sm.snapshot()))
         return rd
+
+    def maybe_snapshot(self, storage: Storage | None = None) -> None:
+        """Takes and persists a local snapshot if enough entries were applied."""
+        if self.core.snapshot_due:
+            compaction = self.core.compact(self.sm.index, self.sm.snapshot())
+            persist_compaction(storage if storage is not None else self.storage, compaction)

@@ -88,6 +88,13 @@ class KetamaRing:
         i = bisect_left(self._points, self._hash(key))
         return self._owners[i if i < len(self._owners) else 0]
 
+    def locate(self, key: bytes) -> tuple[int, int, BackendSpec]:
+        """(key hash, the continuum point chosen, its owner): `lookup`, explained."""
+        key_hash = self._hash(key)
+        i = bisect_left(self._points, key_hash)
+        i = i if i < len(self._points) else 0
+        return key_hash, self._points[i], self._owners[i]
+
     def replicas(self, key: bytes, n: int) -> list[BackendSpec]:
         want = min(n, len(self._backends))
         if want <= 0:

@@ -356,7 +356,8 @@ def test_a_stopped_backend_never_stalls_requests_to_another(procs: ProcessGroup)
                 sick_responses = [f.result() for f in stuck]
         finally:
             sick.cont()
-    assert max(latencies) < 0.1, f"slowest healthy request took {max(latencies):.3f}s"
+    # A stall would last the request timeout (0.5 s); the bound leaves room for a busy box.
+    assert max(latencies) < 0.25, f"slowest healthy request took {max(latencies):.3f}s"
     for response in sick_responses:
         assert response.status_code == 404
         assert response.headers["x-ringleader-miss"] in {"backend-timeout", "backend-unavailable"}

@@ -73,6 +73,7 @@ class Cluster:
             if rd is not None:
                 self._pending.extend(rd.messages)
                 self.read_states[i].extend(rd.read_states)
+            self.nodes[i].maybe_snapshot()
 
     def stabilize(self, drop: Drop | None = None, rounds: int = 100) -> int:
         """Delivers messages until none are left; returns how many were delivered."""

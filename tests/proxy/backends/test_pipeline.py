@@ -70,7 +70,7 @@ def test_request_to_a_stopped_backend_times_out_within_the_bound(backend: Backen
 
     elapsed, result = run(scenario())
     assert isinstance(result, BackendTimeout), result
-    assert FAST.request_timeout * 0.9 <= elapsed < FAST.request_timeout + 0.25
+    assert FAST.request_timeout * 0.9 <= elapsed < FAST.request_timeout + 0.4
 
 
 def test_connect_to_an_unresponsive_address_times_out_within_the_bound(
@@ -86,7 +86,7 @@ def test_connect_to_an_unresponsive_address_times_out_within_the_bound(
     elapsed, result = run(scenario())
     assert isinstance(result, BackendTimeout), result
     assert "connect timed out" in str(result)
-    assert FAST.connect_timeout * 0.9 <= elapsed < FAST.connect_timeout + 0.25
+    assert FAST.connect_timeout * 0.9 <= elapsed < FAST.connect_timeout + 0.4
 
 
 def test_refused_connection_is_unavailable_and_the_backoff_fails_fast() -> None:
@@ -107,10 +107,13 @@ def test_refused_connection_is_unavailable_and_the_backoff_fails_fast() -> None:
     first, rest = run(scenario())
     assert isinstance(first, BackendUnavailable)
     assert "connect failed" in str(first)
-    for elapsed, result in rest:
+    for _, result in rest:
         assert isinstance(result, BackendUnavailable)
         assert "in reconnect backoff" in str(result)
-        assert elapsed < 0.005
+    # No connect attempt, no waiting: microseconds each (bounds loose for a busy machine).
+    timings = sorted(elapsed for elapsed, _ in rest)
+    assert timings[len(timings) // 2] < 0.001
+    assert timings[-1] < 0.05
 
 
 def test_backoff_makes_no_new_connections_inside_the_window_and_retries_after_it() -> None:
@@ -202,7 +205,7 @@ def test_recovery_after_restart_takes_at_most_the_capped_backoff(backend: Backen
         finally:
             await client.close()
 
-    assert run(scenario()) < FAST.reconnect_backoff_max + 0.1
+    assert run(scenario()) < FAST.reconnect_backoff_max + 0.3
 
 
 @pytest.mark.parametrize("fault", ["stopped", "killed"])
@@ -240,7 +243,8 @@ def test_a_stopped_or_killed_backend_never_stalls_requests_to_another(
 
     latencies, sick_results = run(scenario())
     assert len(latencies) > 50
-    assert max(latencies) < 0.05, f"slowest healthy request took {max(latencies):.3f}s"
+    # A stall would last the request timeout (0.3 s); the bound leaves room for a busy box.
+    assert max(latencies) < 0.15, f"slowest healthy request took {max(latencies):.3f}s"
     expected = BackendTimeout if fault == "stopped" else BackendUnavailable
     assert all(isinstance(r, expected) for r in sick_results), sick_results[:3]
 
