@@ -77,7 +77,7 @@ class ControlClient:
         failures: list[str] = []
         attempt = 0
         while True:
-            index = (self._preferred + attempt) % len(self.urls)
+            index = self._preferred
             base = self.urls[index]
             try:
                 response = await self._http.request(
@@ -91,6 +91,8 @@ class ControlClient:
                     self._preferred = index
                     return self._reply(base, response)
                 failures.append(f"{base}: {response.status_code} {_message(response)}")
+            # The next attempt, in this call or the next one, starts at the next node.
+            self._preferred = (index + 1) % len(self.urls)
             attempt += 1
             if loop.time() >= give_up:
                 raise ControlError(

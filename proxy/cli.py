@@ -57,7 +57,5 @@ def run(args: argparse.Namespace) -> None:
     from proxy.server import serve
 
     config = cfg.build(settings_from(args))
-    if config.control:
-        raise cfg.ConfigError("--control: the control-plane ring watch is not available yet")
     jsonlog.configure("proxy")
     uvloop.run(serve(config))

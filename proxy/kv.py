@@ -25,6 +25,7 @@ from proxy.router import Route, Router
 KV_PREFIX = b"/v1/kv/"
 # Ten years: anything longer is almost certainly a unit mistake (ms for s).
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+_METHODS = frozenset({"GET", "PUT", "DELETE"})
 ALLOW = ((b"allow", b"GET, PUT, DELETE"),)
 CLIENT_CLOSED = 499  # nginx's code for a client that went away; never sent.
 
@@ -46,18 +47,32 @@ class KVHandler:
         if problem is not None:
             await respond_error(send, 400, "invalid_key", problem)
             return 400
-        route = self._router.table.route(key)
         method = scope["method"]
+        if method not in _METHODS:
+            await respond_error(
+                send, 405, "method_not_allowed", f"{method} is not supported on keys", ALLOW
+            )
+            return 405
+        route = self._router.table.route(key)
+        if route is None:
+            return await self._no_backends(method, send)
         if method == "GET":
             return await self._get(route, key, send)
         if method == "PUT":
             return await self._put(route, key, scope, receive, send)
-        if method == "DELETE":
-            return await self._delete(route, key, send)
+        return await self._delete(route, key, send)
+
+    async def _no_backends(self, method: str, send: Send) -> int:
+        epoch = (b"x-ringleader-epoch", b"%d" % self._router.table.state.epoch)
+        if method == "GET":
+            self._metrics.cache_lookups.labels("kv", "error").inc()
+            miss = (b"x-ringleader-miss", b"no-backends")
+            await respond(send, 404, (*JSON_HEADERS, miss, epoch), _NOT_FOUND)
+            return 404
         await respond_error(
-            send, 405, "method_not_allowed", f"{method} is not supported on keys", ALLOW
+            send, 503, "no_backends", "the pool has no backends in its ring", (epoch,)
         )
-        return 405
+        return 503
 
     async def _get(self, route: Route, key: bytes, send: Send) -> int:
         lookups = self._metrics.cache_lookups

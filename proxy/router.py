@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from proxy.backend_url import BackendSpec
@@ -33,10 +34,12 @@ class RoutingTable:
     ring is installed meanwhile, so one request never mixes two epochs."""
 
     state: RingState
-    ring: KetamaRing
+    ring: KetamaRing | None  # None while the pool has no backends in its ring
     routes: dict[str, Route] = field(default_factory=dict)
 
-    def route(self, key: bytes) -> Route:
+    def route(self, key: bytes) -> Route | None:
+        if self.ring is None:
+            return None
         return self.routes[self.ring.lookup(key).name]
 
 
@@ -44,23 +47,32 @@ class Router:
     def __init__(self, settings: ClientSettings, initial: RingState) -> None:
         self._settings = settings
         self._clients: dict[BackendSpec, CacheClient] = {}
+        self._closing: set[asyncio.Future[None]] = set()
         self.table = self._build(initial)
 
-    def install(self, state: RingState) -> list[CacheClient]:
-        """Swap in `state` unless it is older than the current ring (epochs only go up).
+    def install(self, state: RingState) -> bool:
+        """Swaps in `state` if it is newer than the current ring; epochs only go up, so an
+        older or equal epoch (say, from a lagging control node) is ignored.
 
-        Returns the clients no longer used, for the caller to close once in-flight requests
-        using them are done.
+        Clients of backends that left the ring are closed after a grace period, once the
+        requests that started with the old table are done.
         """
-        if state.epoch < self.table.state.epoch:
-            raise ValueError(
-                f"refusing ring epoch {state.epoch}: already at {self.table.state.epoch}"
-            )
+        if state.epoch <= self.table.state.epoch:
+            return False
         self.table = self._build(state)
         live = set(state.backends)
         retired = [c for spec, c in self._clients.items() if spec not in live]
         self._clients = {spec: c for spec, c in self._clients.items() if spec in live}
-        return retired
+        if retired:
+            grace = self._settings.request_timeout + self._settings.connect_timeout
+            asyncio.get_running_loop().call_later(grace, self._close_later, retired)
+        return True
+
+    def _close_later(self, clients: list[CacheClient]) -> None:
+        for client in clients:
+            task = asyncio.ensure_future(client.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _build(self, state: RingState) -> RoutingTable:
         epoch_header = (b"x-ringleader-epoch", str(state.epoch).encode())
@@ -71,7 +83,8 @@ class Router:
                 client = self._clients[spec] = make_client(spec, self._settings)
             headers = ((b"x-ringleader-backend", spec.name.encode()), epoch_header)
             routes[spec.name] = Route(spec, client, headers)
-        return RoutingTable(state, KetamaRing(state.backends, state.hash_name), routes)
+        ring = KetamaRing(state.backends, state.hash_name) if state.backends else None
+        return RoutingTable(state, ring, routes)
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -28,6 +28,7 @@ from proxy.health import HealthProber
 from proxy.metrics import ProxyMetrics
 from proxy.router import RingState
 from proxy.telemetry import MergedCollector, MergedMetrics
+from proxy.watch import RingWatcher
 from proxy.worker import DRAIN_SECONDS, WorkerSpec, worker_main
 
 log = logging.getLogger("ringleader.proxy")
@@ -73,6 +74,12 @@ class Supervisor:
         self.ring = RingState(epoch=0, hash_name=config.hash, backends=config.backends)
         self.prober = HealthProber(self.metrics, config.health_interval, config.health_timeout)
         self._all_exited = asyncio.Event()
+        self._background: set[asyncio.Future[None]] = set()
+        self.watcher = (
+            RingWatcher(list(config.control), config.pool, self.install_ring)
+            if config.control
+            else None
+        )
         self.metrics.ring_epoch.labels().set(self.ring.epoch)
         self.metrics.ring_backends.labels().set(len(self.ring.backends))
 
@@ -156,7 +163,26 @@ class Supervisor:
             for worker in list(self._workers.values()):
                 worker.process.kill()
 
+    def install_ring(self, state: RingState) -> None:
+        """Takes a newer ring from the watch and hands it to every worker."""
+        if state.epoch <= self.ring.epoch:
+            return
+        self.ring = state
+        self.metrics.ring_epoch.labels().set(state.epoch)
+        self.metrics.ring_backends.labels().set(len(state.backends))
+        for worker in self._workers.values():
+            worker.pipe.send(("ring", state))
+        task = asyncio.ensure_future(self.prober.watch(state.backends))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        log.info(
+            "ring epoch %d", state.epoch,
+            extra={"ctx": {"epoch": state.epoch, "backends": [b.name for b in state.backends]}},
+        )  # fmt: skip
+
     def readiness(self) -> str | None:
+        if self.watcher is not None and not self.watcher.received_first.is_set():
+            return f"no ring from the control plane yet: {self.watcher.last_error or 'waiting'}"
         running = sum(1 for w in self._workers.values() if w.process.is_alive())
         if running < self._config.workers:
             return f"{running} of {self._config.workers} workers running"
@@ -168,6 +194,7 @@ class Supervisor:
             "source": "control" if self._config.control else "static",
             "pool": self._config.pool,
             "epoch": self.ring.epoch,
+            "control_error": self.watcher.last_error if self.watcher else None,
             "distribution": "ketama",
             "hash": self.ring.hash_name,
             "workers": {"configured": self._config.workers, "running": len(self._workers)},
@@ -210,12 +237,14 @@ async def serve(config: ProxyConfig) -> None:
     await supervisor.prober.watch(supervisor.ring.backends)
     supervisor.start_workers()
     prober = asyncio.ensure_future(supervisor.prober.run())
+    watch = asyncio.ensure_future(supervisor.watcher.run()) if supervisor.watcher else None
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
     log.info(
         "proxy listening",
         extra={
             "ctx": {"listen": str(config.listen), "admin": str(config.admin),
-                    "workers": config.workers, "backends": [b.name for b in config.backends]}
+                    "workers": config.workers, "backends": [b.name for b in config.backends],
+                    "control": list(config.control), "pool": config.pool}
         },
     )
     await stop.wait()
@@ -224,5 +253,8 @@ async def serve(config: ProxyConfig) -> None:
     admin.should_exit = True
     await admin_task
     prober.cancel()
+    if watch is not None and supervisor.watcher is not None:
+        watch.cancel()
+        await supervisor.watcher.close()
     await supervisor.prober.close()
     data_sock.close()

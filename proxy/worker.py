@@ -76,10 +76,22 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
     def stop() -> None:
         server.should_exit = True
 
+    def on_message() -> None:
+        try:
+            kind, payload = pipe.recv()
+        except (EOFError, OSError):
+            # The supervisor is gone: nobody would restart or watch over this worker.
+            loop.remove_reader(pipe.fileno())
+            stop()
+            return
+        if kind == "ring" and router.install(payload):
+            metrics.ring_epoch.labels().set(payload.epoch)
+            log.info("ring installed", extra={"ctx": {"epoch": payload.epoch,
+                     "backends": [b.name for b in payload.backends]}})  # fmt: skip
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    # Readable means a message or EOF; the supervisor sends nothing yet, so it is EOF.
-    loop.add_reader(pipe.fileno(), stop)
+    loop.add_reader(pipe.fileno(), on_message)
 
     async def report() -> None:
         while True:

@@ -184,9 +184,7 @@ class HTTPCacheHandler:
         try:
             lease = await self._store.acquire_lease(key, self._settings.lease_ttl)
             if lease is None:
-                shared = await await_fleet_fill(
-                    self._store, key, self._settings.lease_wait, entry
-                )
+                shared = await await_fleet_fill(self._store, key, self._settings.lease_wait, entry)
                 if self._usable(shared, headers):
                     assert shared is not None
                     self._coalesced[("fleet", "shared")].inc()
