@@ -81,6 +81,25 @@ class ControlMetrics:
         self.watchers = Gauge(
             "ringleader_control_watchers", "Ring watch long-polls waiting now.", registry=r
         )
+        self.detector_reports = Counter(
+            "ringleader_detector_reports_total",
+            "Health reports received from proxies, by pool.",
+            ["pool"],
+            registry=r,
+        )
+        self.detector_reporters = Gauge(
+            "ringleader_detector_reporting_proxies",
+            "Proxies whose reports are recent enough to count toward a quorum, by pool.",
+            ["pool"],
+            registry=r,
+        )
+        self.detector_decisions = Counter(
+            "ringleader_detector_decisions_total",
+            "Failure detector outcomes by pool and decision "
+            "(mark_down, mark_up, held_by_cap, flush_failed).",
+            ["pool", "decision"],
+            registry=r,
+        )
         self.unauthorized = Counter(
             "ringleader_control_unauthorized_total",
             "State-changing API calls refused for a missing or wrong token.",

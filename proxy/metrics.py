@@ -58,6 +58,13 @@ class ProxyMetrics:
             "Heartbeat round-trip time, by backend.",
             ("backend",),
         )
+        self.control_up = GaugeFamily(
+            "ringleader_proxy_control_up",
+            "1 if the proxy's last ring watch request reached the control plane, else 0 "
+            "(always 1 with a static ring).",
+            (),
+            merge="min",
+        )
         self.workers = GaugeFamily(
             "ringleader_proxy_workers", "Worker processes currently running.", ()
         )
@@ -105,6 +112,7 @@ class ProxyMetrics:
                 self.ring_backends,
                 self.backend_up,
                 self.probe_duration,
+                self.control_up,
                 self.workers,
                 self.worker_restarts,
                 self.http_cache_results,

@@ -76,12 +76,16 @@ class Supervisor:
         self._all_exited = asyncio.Event()
         self._background: set[asyncio.Future[None]] = set()
         self.watcher = (
-            RingWatcher(list(config.control), config.pool, self.install_ring)
+            RingWatcher(
+                list(config.control), config.pool, self.install_ring,
+                self.metrics.control_up.labels(),
+            )  # fmt: skip
             if config.control
             else None
         )
         self.metrics.ring_epoch.labels().set(self.ring.epoch)
         self.metrics.ring_backends.labels().set(len(self.ring.backends))
+        self.metrics.control_up.labels().set(1.0)
 
     def start_workers(self) -> None:
         for index in range(self._config.workers):

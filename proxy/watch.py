@@ -15,6 +15,7 @@ from urllib.parse import quote
 from control.client import ControlClient, ControlError
 from proxy.backend_url import BackendURLError, parse_backend_url
 from proxy.router import RingState
+from proxy.telemetry import GaugeChild
 
 log = logging.getLogger("ringleader.watch")
 
@@ -37,11 +38,12 @@ def ring_state(body: object) -> RingState:
 class RingWatcher:
     def __init__(
         self, urls: list[str], pool: str, on_ring: Callable[[RingState], None],
-        rng: random.Random | None = None,
+        control_up: GaugeChild, rng: random.Random | None = None,
     ) -> None:  # fmt: skip
         self._client = ControlClient(urls, deadline=0.0)
         self._path = f"/v1/pools/{quote(pool, safe='')}/ring"
         self._on_ring = on_ring
+        self._control_up = control_up
         self._rng = rng or random.Random()
         self.epoch = -1
         self.last_error: str | None = None
@@ -64,6 +66,7 @@ class RingWatcher:
                         extra={"ctx": {"error": str(exc), "epoch": self.epoch}},
                     )
                 self.last_error = str(exc)
+                self._control_up.set(0.0)
                 # Full jitter: proxies restarted together must not retry in lockstep.
                 await asyncio.sleep(self._rng.uniform(0, backoff))
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -71,6 +74,7 @@ class RingWatcher:
             if self.last_error is not None:
                 log.info("ring watch recovered", extra={"ctx": {"via": reply.url}})
             self.last_error = None
+            self._control_up.set(1.0)
             backoff = BACKOFF_MIN
             if state.epoch > self.epoch:
                 self.epoch = state.epoch
