@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from control import ops, service, up
 from control.raft.errors import StorageError
@@ -12,12 +13,21 @@ from proxy import cli as proxy_cli
 from proxy.config import ConfigError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line naming the command and the problem (`--help` has the rest)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ringleader",
         description="Caching reverse proxy for memcached and redis fleets.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
+    )
     proxy = sub.add_parser("proxy", help="run a proxy (data plane)")
     proxy_cli.add_arguments(proxy)
     proxy.set_defaults(func=proxy_cli.run)

@@ -186,6 +186,8 @@ def _positive(name: str, value: Any, default: float, integer: bool = False) -> f
     if value is None:
         return default
     try:
+        if isinstance(value, bool) or (integer and not float(value).is_integer()):
+            raise ValueError(value)
         number = int(value) if integer else float(value)
     except (TypeError, ValueError):
         kind = "a whole number" if integer else "a number"

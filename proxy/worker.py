@@ -51,6 +51,7 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
     metrics = ProxyMetrics()
     router = Router(spec.config.client, spec.ring)
     metrics.ring_epoch.labels().set(spec.ring.epoch)
+    metrics.ring_backends.labels().set(len(spec.ring.backends))
     http = _http_cache(spec.config, router, metrics)
     app = DataPlane(KVHandler(router, metrics, spec.config.max_value_bytes), metrics, http)
     server = EmbeddedServer(
@@ -86,6 +87,7 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
             return
         if kind == "ring" and router.install(payload):
             metrics.ring_epoch.labels().set(payload.epoch)
+            metrics.ring_backends.labels().set(len(payload.backends))
             log.info("ring installed", extra={"ctx": {"epoch": payload.epoch,
                      "backends": [b.name for b in payload.backends]}})  # fmt: skip
 

@@ -73,13 +73,18 @@ class EntryStore:
             for result in ("stored", "rejected", "error")
         }
 
-    def _route(self, slot: bytes) -> Route:
+    def _route(self, slot: bytes) -> Route | None:
+        """The owning backend; None while the pool's ring is empty, which every method
+        treats like an unreachable backend."""
         return self._router.table.route(slot)
 
     async def get(self, key: bytes) -> Entry | None:
         """The entry stored under ``key``; None when absent, unreadable or unreachable."""
         slot = digest(key)
         route = self._route(slot)
+        if route is None:
+            self._lookups["error"].inc()
+            return None
         try:
             data = await route.client.get(ENTRY_PREFIX + slot)
         except BackendError as exc:
@@ -103,6 +108,9 @@ class EntryStore:
         """Store ``entry`` for ``ttl`` seconds (>= 1); False if it was not stored."""
         slot = digest(key)
         route = self._route(slot)
+        if route is None:
+            self._stores["error"].inc()
+            return False
         try:
             await route.client.set(ENTRY_PREFIX + slot, encode_entry(entry), min(ttl, MAX_TTL))
         except BackendRejected:
@@ -120,6 +128,8 @@ class EntryStore:
         """Drop ``key``'s slot (all its variants): True if it existed, None on failure."""
         slot = digest(key)
         route = self._route(slot)
+        if route is None:
+            return None
         try:
             return await route.client.delete(ENTRY_PREFIX + slot)
         except BackendError as exc:
@@ -132,17 +142,21 @@ class EntryStore:
         held anywhere: without a shared tier there is nothing to coordinate."""
         slot = digest(key)
         route = self._route(slot)
+        if route is None:
+            return Lease(None, slot)
         try:
             acquired = await route.client.add(LEASE_PREFIX + slot, b"1", ttl)
         except BackendError as exc:
             self._failed(route, "add", exc)
-            return Lease(route, slot, held=False)
-        return Lease(route, slot, held=True) if acquired else None
+            return Lease(None, slot)
+        return Lease(route, slot) if acquired else None
 
     async def lease_held(self, key: bytes) -> bool:
         """Whether someone in the fleet holds ``key``'s lease (False if unknown)."""
         slot = digest(key)
         route = self._route(slot)
+        if route is None:
+            return False
         try:
             return await route.client.get(LEASE_PREFIX + slot) is not None
         except BackendError as exc:
@@ -159,16 +173,15 @@ class Lease:
     Leases carry no owner token: a holder that outlives its TTL may delete a successor's
     lease. That costs at most one extra origin fetch, never a wrong answer."""
 
-    __slots__ = ("_route", "_slot", "held")
+    __slots__ = ("_route", "_slot")
 
-    def __init__(self, route: Route, slot: bytes, held: bool) -> None:
-        self._route = route
+    def __init__(self, route: Route | None, slot: bytes) -> None:
+        self._route = route  # None: granted without a backend, nothing to release
         self._slot = slot
-        self.held = held
 
     async def release(self) -> None:
-        if not self.held:
+        route, self._route = self._route, None
+        if route is None:
             return
-        self.held = False
         with contextlib.suppress(BackendError):  # else it expires by its TTL
-            await self._route.client.delete(LEASE_PREFIX + self._slot)
+            await route.client.delete(LEASE_PREFIX + self._slot)

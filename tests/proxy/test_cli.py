@@ -19,13 +19,6 @@ from tests.support.servers import (
     ringleader_argv,
 )
 
-ARGPARSE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG control/cli.py main(): argparse errors print the usage block before the "
-    "error line (parser.error), so the operator gets several lines, not one",
-)
-
-
 @pytest.fixture
 def busy_port() -> Iterator[int]:
     with socket.socket() as sock:
@@ -97,12 +90,10 @@ def test_no_backends_at_all() -> None:
     assert_one_line_error(run_proxy(), "no backends")
 
 
-@ARGPARSE_BUG
 def test_unknown_flag() -> None:
     assert_one_line_error(run_proxy("--backend", BACKEND, "--colour", "red"), "--colour")
 
 
-@ARGPARSE_BUG
 def test_flag_with_a_bad_value() -> None:
     assert_one_line_error(run_proxy("--backend", BACKEND, "--workers", "many"), "--workers")
 

@@ -132,11 +132,6 @@ def test_parse_address_refuses_malformed(text: str) -> None:
         parse_address("--listen", text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG proxy/config.py _positive(integer=True): int(1.5) silently truncates a TOML "
-    "float for an integer setting instead of refusing it",
-)
 def test_a_fractional_value_for_an_integer_setting_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--workers"):
         build(load_file(write(tmp_path, 'backend = "memcached://h:1"\nworkers = 1.5\n')))
