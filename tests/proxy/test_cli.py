@@ -19,6 +19,7 @@ from tests.support.servers import (
     ringleader_argv,
 )
 
+
 @pytest.fixture
 def busy_port() -> Iterator[int]:
     with socket.socket() as sock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from proxy.httpcache.dates import format_http_date
-from tests.proxy.httpcache.conftest import Stack
+from tests.proxy.httpcache.conftest import Stack, client_for
 
 
 def fetch_twice(stack: Stack, path: str, **kwargs: object) -> tuple[str, str]:
@@ -161,3 +161,24 @@ def test_age_is_computed_and_sent(stack: Stack, name: str) -> None:
     assert hit.headers["x-cache"] == "HIT"
     assert hit.headers.get_list("age") == [hit.headers["age"]]
     assert 100 <= int(hit.headers["age"]) <= 102
+
+
+def test_cache_cookies_and_heuristic_cap_settings(stack: Stack, name: str) -> None:
+    """--cache-cookies caches Cookie requests and never replays Set-Cookie;
+    --heuristic-cap bounds heuristic freshness."""
+    proxy = stack.group.proxy(
+        stack.backends, "--origin", stack.origin.url, "--cache-cookies", "--heuristic-cap", "1"
+    )
+    with client_for(proxy) as client:
+        stack.origin.configure(name, headers=[*cc("max-age=60"), ["set-cookie", "id=alice"]])
+        first = client.get(f"/{name}", headers={"cookie": "session=alice"})
+        second = client.get(f"/{name}", headers={"cookie": "session=bob"})
+        assert (first.headers["x-cache"], first.headers["set-cookie"]) == ("MISS", "id=alice")
+        assert second.headers["x-cache"] == "HIT"
+        assert "set-cookie" not in second.headers
+        ten_days_ago = format_http_date(time.time() - 10 * 86400).decode()
+        stack.origin.configure(f"{name}h", last_modified=ten_days_ago)
+        client.get(f"/{name}h")
+        assert client.get(f"/{name}h").headers["x-cache"] == "HIT"
+        time.sleep(1.2)
+        assert client.get(f"/{name}h").headers["x-cache"] == "REVALIDATED"
