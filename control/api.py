@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from control.detector import DetectorLoop
 from control.metrics import ControlMetrics
 from control.node import ProposalFailed, RaftNode
 from control.raft.codec import CodecError, decode_message
-from control.raft.types import NodeId
+from control.raft.types import NodeId, Role
 from control.registry import CommandError, validate_backend_url
 from control.token import authorized
 
@@ -47,9 +48,15 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 
 class ControlAPI:
     def __init__(
-        self, node: RaftNode, peers: dict[NodeId, str], token: str, metrics: ControlMetrics
+        self,
+        node: RaftNode,
+        peers: dict[NodeId, str],
+        token: str,
+        metrics: ControlMetrics,
+        detector: DetectorLoop,
     ) -> None:
         self._node = node
+        self._detector = detector
         self._peers = peers
         self._token = token
         self._metrics = metrics
@@ -71,6 +78,7 @@ class ControlAPI:
             ("/v1/pools/{pool}/backends/{name}/activate", self.activate_backend, ["POST"]),
             ("/v1/pools/{pool}/ring", self.ring, ["GET"]),
             ("/v1/pools/{pool}/rollback", self.rollback, ["POST"]),
+            ("/v1/pools/{pool}/reports", self.health_report, ["POST"]),
             ("/v1/events", self.events, ["GET"]),
             ("/metrics", self.metrics, ["GET"]),
             ("/healthz", self.healthz, ["GET"]),
@@ -294,6 +302,26 @@ class ControlAPI:
             return {"epoch": epoch}
 
         return await self._command(request, "rollback", build)
+
+    async def health_report(self, request: Request) -> Response:
+        """A proxy's view of its backends, for the failure detector on the leader."""
+        if not authorized(self._token, request.headers.get("authorization")):
+            self._metrics.unauthorized.inc()
+            return error(401, "unauthorized", "health reports need the cluster token")
+        if self._node.soft_state.role is not Role.LEADER:
+            return await self._forward(request, self._node.soft_state.leader)
+        pool = request.path_params["pool"]
+        if pool not in self._node.registry.pools:
+            return error(404, "unknown_pool", f"no pool named {pool!r}")
+        try:
+            body = await self._body(request)
+        except CommandError as exc:
+            return error(exc.status, exc.code, str(exc))
+        proxy, backends = body.get("proxy"), body.get("backends")
+        if not isinstance(proxy, str) or not proxy or not isinstance(backends, dict):
+            return error(400, "bad_report", "a report is {proxy: str, backends: {name: {...}}}")
+        self._detector.report(pool, proxy, backends)
+        return Response(status_code=204)
 
     # -- forwarding --------------------------------------------------------------------------
 

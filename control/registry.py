@@ -96,6 +96,13 @@ class Pool:
             "backends": [
                 {"name": b.name, "url": b.url, "weight": b.weight} for b in self.members()
             ],
+            # Admin-active backends in ring order, down ones included: the ring every key's
+            # owner is computed from while some backend is down.
+            "active": [
+                {"name": b.name, "url": b.url, "weight": b.weight, "health": b.health.value}
+                for b in self.backends.values()
+                if b.admin is AdminState.ACTIVE
+            ],
         }
 
 

@@ -13,6 +13,7 @@ import uvloop
 
 from control import jsonlog
 from control.api import ControlAPI
+from control.detector import DetectorLoop, DetectorSettings, FailureDetector
 from control.metrics import ControlMetrics
 from control.node import RaftNode
 from control.raft.config import RaftConfig
@@ -34,6 +35,7 @@ class ControlConfig:
     peers: dict[NodeId, str]
     data_dir: str
     token: str
+    detector: DetectorSettings
 
 
 def parse_peers(text: str) -> dict[NodeId, str]:
@@ -61,6 +63,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--token-file", metavar="FILE",
                         help="cluster token (else $RINGLEADER_TOKEN)")  # fmt: skip
+    defaults = DetectorSettings()
+    detector = parser.add_argument_group("failure detector")
+    detector.add_argument("--detector-quorum", type=float, default=defaults.quorum_fraction,
+                          metavar="FRACTION",
+                          help="more than this share of recently reporting proxies must agree "
+                               "(default 0.5: a majority)")  # fmt: skip
+    detector.add_argument("--report-ttl", type=float, default=defaults.report_ttl,
+                          metavar="SECONDS",
+                          help="a proxy's reports count for this long (default 6)")  # fmt: skip
+    detector.add_argument("--hysteresis", type=float, default=defaults.hysteresis,
+                          metavar="SECONDS",
+                          help="seen up this long before it rejoins (default 5)")  # fmt: skip
+    detector.add_argument("--max-eject-fraction", type=float,
+                          default=defaults.max_eject_fraction, metavar="FRACTION",
+                          help="most of a pool down at once (default 0.5)")  # fmt: skip
+    detector.add_argument("--rejoin-policy", choices=["flush", "none"],
+                          default=defaults.rejoin_policy,
+                          help="flush a backend before it rejoins (default flush)")  # fmt: skip
 
 
 def build_config(args: argparse.Namespace) -> ControlConfig:
@@ -77,7 +97,18 @@ def build_config(args: argparse.Namespace) -> ControlConfig:
     if token is None:
         raise ConfigError("no cluster token: give --token-file FILE or set RINGLEADER_TOKEN")
     listen = parse_address("--listen", args.listen)
-    return ControlConfig(node_id, listen, peers, args.data_dir, token)
+    for name in ("detector_quorum", "max_eject_fraction"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: expected a fraction in [0, 1)")
+    for name in ("report_ttl", "hysteresis"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0")
+    detector = DetectorSettings(
+        quorum_fraction=args.detector_quorum, report_ttl=args.report_ttl,
+        hysteresis=args.hysteresis, max_eject_fraction=args.max_eject_fraction,
+        rejoin_policy=args.rejoin_policy,
+    )  # fmt: skip
+    return ControlConfig(node_id, listen, peers, args.data_dir, token, detector)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -99,7 +130,8 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         RaftConfig(node_id=config.node_id, peers=tuple(sorted(config.peers))),
         storage, transport.send, metrics,
     )  # fmt: skip
-    api = ControlAPI(node, config.peers, config.token, metrics)
+    detector = DetectorLoop(node, FailureDetector(config.detector), metrics)
+    api = ControlAPI(node, config.peers, config.token, metrics, detector)
     server = EmbeddedServer(
         uvicorn.Config(
             api.app(),
@@ -114,6 +146,7 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     transport.start()
     node.start()
+    detector_task = asyncio.create_task(detector.run(), name="detector")
     log.info(
         "control node listening",
         extra={"ctx": {"id": config.node_id, "listen": str(config.listen),
@@ -123,6 +156,7 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
     try:
         await server.serve(sockets=[sock])
     finally:
+        detector_task.cancel()
         await node.stop()
         await transport.close()
         await api.close()

@@ -26,8 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--request-timeout", type=float, metavar="SECONDS", help="backend reply (0.5)")
     add("--connections", type=int, metavar="N",
         help="pipelined connections per backend and worker (default 1)")
-    add("--health-interval", type=float, metavar="SECONDS", help="heartbeat period (1.0)")
-    add("--health-timeout", type=float, metavar="SECONDS", help="heartbeat timeout (0.5)")
+    add("--health-interval", type=float, metavar="SECONDS", help="heartbeat period (0.5)")
+    add("--health-timeout", type=float, metavar="SECONDS", help="heartbeat timeout (0.25)")
+    add("--token-file", metavar="FILE",
+        help="cluster token, needed with --control (else $RINGLEADER_TOKEN)")
+    add("--report-interval", type=float, metavar="SECONDS",
+        help="with --control: report backend health at least this often (2.0)")
+    add("--failover-ttl", type=int, metavar="SECONDS",
+        help="TTL cap on writes that land elsewhere because the key's owner is down (30)")
     add("--http-max-body-bytes", type=int, metavar="N",
         help="HTTP cache: larger bodies stream through uncached (default and max 1048576)")
     add("--cache-cookies", action="store_true", default=None,

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from control.token import TokenError, load_token
 from proxy.backend_url import BackendSpec, BackendURLError, parse_backend_url
 from proxy.backends import ClientSettings
 from proxy.ring.hashes import KEY_HASHES
@@ -51,8 +52,14 @@ class ProxyConfig:
     workers: int = 1
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     client: ClientSettings = field(default_factory=ClientSettings)
-    health_interval: float = 1.0
-    health_timeout: float = 0.5
+    health_interval: float = 0.5
+    health_timeout: float = 0.25
+    # With --control: the cluster token (health reports change state), how often the
+    # proxy reports even without news, and the TTL cap on writes that land on a backend
+    # only because the key's owner is down (DESIGN.md invariant 3).
+    token: str | None = field(default=None, repr=False)
+    report_interval: float = 2.0
+    failover_ttl: int = 30
     # The HTTP cache (with `origin`); see proxy/httpcache/handler.py.
     http_max_body_bytes: int = MAX_HTTP_BODY_BYTES
     cache_cookies: bool = False
@@ -69,6 +76,7 @@ _KEYS = {
     "max-value-bytes", "connect-timeout", "request-timeout", "connections",
     "health-interval", "health-timeout", "http-max-body-bytes", "cache-cookies",
     "heuristic-cap", "purge-token-file", "lease-ttl", "lease-wait", "origin-timeout",
+    "token-file", "report-interval", "failover-ttl",
 }  # fmt: skip
 
 
@@ -122,8 +130,11 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
             _positive("max-value-bytes", get("max-value-bytes"), DEFAULT_MAX_VALUE_BYTES, True)
         ),
         client=client,
-        health_interval=_positive("health-interval", get("health-interval"), 1.0),
-        health_timeout=_positive("health-timeout", get("health-timeout"), 0.5),
+        health_interval=_positive("health-interval", get("health-interval"), 0.5),
+        health_timeout=_positive("health-timeout", get("health-timeout"), 0.25),
+        token=_cluster_token(get("token-file"), control),
+        report_interval=_positive("report-interval", get("report-interval"), 2.0),
+        failover_ttl=int(_positive("failover-ttl", get("failover-ttl"), 30, integer=True)),
         http_max_body_bytes=_max_body(get("http-max-body-bytes")),
         cache_cookies=bool(get("cache-cookies", False)),
         heuristic_cap=_positive("heuristic-cap", get("heuristic-cap"), 86400.0),
@@ -132,6 +143,21 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
         lease_wait=_positive("lease-wait", get("lease-wait"), 2.0),
         origin_timeout=_positive("origin-timeout", get("origin-timeout"), 10.0),
     )
+
+
+def _cluster_token(path: Any, control: tuple[str, ...]) -> str | None:
+    if not control:
+        return None
+    try:
+        token = load_token(str(path) if path is not None else None)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    if token is None:
+        raise ConfigError(
+            "--control needs the cluster token to report backend health: "
+            "give --token-file FILE or set RINGLEADER_TOKEN"
+        )
+    return token
 
 
 def _max_body(value: Any) -> int:

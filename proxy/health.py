@@ -2,14 +2,20 @@
 
 The view is evidence only. Invariant 1 of DESIGN.md: a proxy never reroutes on what it sees
 alone; it reports, and the control plane decides.
+
+Each backend has its own probe loop. A failed probe is retried quickly, and the verdict
+turns `down` only after `DOWN_AFTER` consecutive failures, so one lost packet is not an
+outage. Errors in live traffic trigger an immediate probe rather than waiting a period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from proxy.backend_url import BackendSpec
 from proxy.backends import BackendError, CacheClient, ClientSettings, make_client
@@ -17,11 +23,14 @@ from proxy.metrics import ProxyMetrics
 
 log = logging.getLogger("ringleader.health")
 
+DOWN_AFTER = 2
+RETRY_AFTER_FAILURE = 0.1
+
 
 @dataclass(slots=True)
 class BackendHealth:
     state: str = "unknown"  # unknown | up | down
-    since: float = 0.0  # wall-clock time of the last state change
+    since: float = 0.0  # wall-clock time of the last verdict change
     last_error: str | None = None
     rtt_seconds: float | None = None
     consecutive_failures: int = 0
@@ -36,34 +45,61 @@ class BackendHealth:
         }
 
 
+@dataclass(slots=True)
+class _Probe:
+    client: CacheClient
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
 class HealthProber:
-    def __init__(self, metrics: ProxyMetrics, interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        metrics: ProxyMetrics,
+        interval: float,
+        timeout: float,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self._metrics = metrics
         self._interval = interval
+        self._on_change = on_change
         # Probes get their own connections so a busy data path cannot delay them.
         self._settings = ClientSettings(
-            connect_timeout=timeout, request_timeout=timeout, reconnect_backoff_max=interval / 2
+            connect_timeout=timeout,
+            request_timeout=timeout,
+            reconnect_backoff_min=RETRY_AFTER_FAILURE / 4,
+            reconnect_backoff_max=min(interval, RETRY_AFTER_FAILURE) / 2,
         )
-        self._clients: dict[BackendSpec, CacheClient] = {}
+        self._probes: dict[BackendSpec, _Probe] = {}
         self.view: dict[str, BackendHealth] = {}
 
     async def watch(self, backends: tuple[BackendSpec, ...]) -> None:
         """Probe exactly `backends` from now on."""
-        for spec in list(self._clients):
+        for spec in list(self._probes):
             if spec not in backends:
-                await self._clients.pop(spec).close()
+                await self._stop(spec)
                 self.view.pop(spec.name, None)
                 self._metrics.backend_up.remove(spec.name)
         for spec in backends:
-            if spec not in self._clients:
-                self._clients[spec] = make_client(spec, self._settings)
+            if spec not in self._probes:
+                probe = self._probes[spec] = _Probe(make_client(spec, self._settings))
                 self.view[spec.name] = BackendHealth()
+                probe.task = asyncio.create_task(self._loop(spec, probe), name=f"probe-{spec.name}")
 
-    async def run(self) -> None:
+    def probe_now(self, name: str) -> None:
+        for spec, probe in self._probes.items():
+            if spec.name == name:
+                probe.wake.set()
+
+    async def _loop(self, spec: BackendSpec, probe: _Probe) -> None:
         while True:
-            started = time.monotonic()
-            await asyncio.gather(*(self._probe(s, c) for s, c in list(self._clients.items())))
-            await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - started)))
+            await self._probe(spec, probe.client)
+            health = self.view[spec.name]
+            failing = 0 < health.consecutive_failures < DOWN_AFTER
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETRY_AFTER_FAILURE if failing else self._interval):
+                    await probe.wake.wait()
+            probe.wake.clear()
 
     async def _probe(self, spec: BackendSpec, client: CacheClient) -> None:
         started = time.perf_counter()
@@ -77,28 +113,37 @@ class HealthProber:
             self._record(spec, rtt, None)
 
     def _record(self, spec: BackendSpec, rtt: float | None, error: str | None) -> None:
-        health = self.view.get(spec.name)
-        if health is None:  # removed while the probe was in flight
-            return
-        state = "up" if error is None else "down"
+        health = self.view[spec.name]
         health.rtt_seconds = rtt
         health.last_error = error
         health.consecutive_failures = 0 if error is None else health.consecutive_failures + 1
-        self._metrics.backend_up.labels(spec.name).set(1.0 if error is None else 0.0)
-        if state != health.state:
-            log.log(
-                logging.INFO if error is None else logging.WARNING,
-                "backend %s is %s",
-                spec.name,
-                state,
-                extra={
-                    "ctx": {"backend": spec.name, "address": spec.address, "state": state,
-                            "previous": health.state, "error": error}
-                },
-            )
-            health.state = state
-            health.since = time.time()
+        if error is None:
+            state = "up"
+        elif health.consecutive_failures >= DOWN_AFTER:
+            state = "down"
+        else:
+            return  # not yet a verdict
+        self._metrics.backend_up.labels(spec.name).set(1.0 if state == "up" else 0.0)
+        if state == health.state:
+            return
+        log.log(
+            logging.INFO if state == "up" else logging.WARNING,
+            "backend %s is %s", spec.name, state,
+            extra={"ctx": {"backend": spec.name, "address": spec.address, "state": state,
+                           "previous": health.state, "error": error}},
+        )  # fmt: skip
+        health.state = state
+        health.since = time.time()
+        self._on_change()
+
+    async def _stop(self, spec: BackendSpec) -> None:
+        probe = self._probes.pop(spec)
+        if probe.task is not None:
+            probe.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe.task
+        await probe.client.close()
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        for spec in list(self._probes):
+            await self._stop(spec)

@@ -34,10 +34,13 @@ _NOT_FOUND = b'{"error": "not_found", "message": "no such key"}'
 
 
 class KVHandler:
-    def __init__(self, router: Router, metrics: ProxyMetrics, max_value_bytes: int) -> None:
+    def __init__(
+        self, router: Router, metrics: ProxyMetrics, max_value_bytes: int, failover_ttl: int
+    ) -> None:
         self._router = router
         self._metrics = metrics
         self._max_value_bytes = max_value_bytes
+        self._failover_ttl = failover_ttl
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Serves one request and returns its status code."""
@@ -110,6 +113,10 @@ class KVHandler:
             return 413
         except ClientDisconnected:
             return CLIENT_CLOSED
+        if self._router.table.is_failover(key, route):
+            # Invariant 3: bounded staleness for data written while the owner is away.
+            ttl = self._failover_ttl if ttl == 0 else min(ttl, self._failover_ttl)
+            self._metrics.failover_writes.labels(route.spec.name).inc()
         started = time.perf_counter()
         try:
             await route.client.set(key, value, ttl)

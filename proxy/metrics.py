@@ -38,6 +38,12 @@ class ProxyMetrics:
             "(unavailable, timeout, protocol).",
             ("backend", "op", "kind"),
         )
+        self.failover_writes = CounterFamily(
+            "ringleader_proxy_failover_writes_total",
+            "KV writes that landed on a backend only because the key's owner is down; "
+            "their TTL is capped.",
+            ("backend",),
+        )
         self.ring_epoch = GaugeFamily(
             "ringleader_proxy_ring_epoch",
             "Ring epoch the proxy routes with (the lowest across its workers).",
@@ -108,6 +114,7 @@ class ProxyMetrics:
                 self.cache_lookups,
                 self.backend_duration,
                 self.backend_errors,
+                self.failover_writes,
                 self.ring_epoch,
                 self.ring_backends,
                 self.backend_up,

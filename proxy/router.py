@@ -17,6 +17,9 @@ class RingState:
     epoch: int
     hash_name: str
     backends: tuple[BackendSpec, ...]
+    # Every admin-active backend, down ones included, in ring order; empty when none is
+    # down. It tells which writes land somewhere only because their owner is down.
+    owners: tuple[BackendSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +39,16 @@ class RoutingTable:
     state: RingState
     ring: KetamaRing | None  # None while the pool has no backends in its ring
     routes: dict[str, Route] = field(default_factory=dict)
+    owner_ring: KetamaRing | None = None
 
     def route(self, key: bytes) -> Route | None:
         if self.ring is None:
             return None
         return self.routes[self.ring.lookup(key).name]
+
+    def is_failover(self, key: bytes, route: Route) -> bool:
+        """Whether `key` routes to `route` only because its owner is down."""
+        return self.owner_ring is not None and self.owner_ring.lookup(key).name != route.spec.name
 
 
 class Router:
@@ -84,7 +92,8 @@ class Router:
             headers = ((b"x-ringleader-backend", spec.name.encode()), epoch_header)
             routes[spec.name] = Route(spec, client, headers)
         ring = KetamaRing(state.backends, state.hash_name) if state.backends else None
-        return RoutingTable(state, ring, routes)
+        owners = KetamaRing(state.owners, state.hash_name) if state.owners else None
+        return RoutingTable(state, ring, routes, owners)
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -26,8 +26,9 @@ from proxy.config import Address, ProxyConfig
 from proxy.embedded import EmbeddedServer
 from proxy.health import HealthProber
 from proxy.metrics import ProxyMetrics
+from proxy.reporter import HealthReporter
 from proxy.router import RingState
-from proxy.telemetry import MergedCollector, MergedMetrics
+from proxy.telemetry import MergedCollector, MergedMetrics, Snapshot
 from proxy.watch import RingWatcher
 from proxy.worker import DRAIN_SECONDS, WorkerSpec, worker_main
 
@@ -72,17 +73,20 @@ class Supervisor:
         self.metrics = ProxyMetrics()
         self.merged = MergedMetrics(self.metrics.set)
         self.ring = RingState(epoch=0, hash_name=config.hash, backends=config.backends)
-        self.prober = HealthProber(self.metrics, config.health_interval, config.health_timeout)
+        self.prober = HealthProber(
+            self.metrics, config.health_interval, config.health_timeout, self._health_changed
+        )
+        self.reporter = HealthReporter(config, self.prober.view) if config.control else None
+        # (worker pid, backend) -> errors that worker has seen in live traffic
+        self._traffic_errors: dict[tuple[int, str], float] = {}
         self._all_exited = asyncio.Event()
         self._background: set[asyncio.Future[None]] = set()
-        self.watcher = (
-            RingWatcher(
-                list(config.control), config.pool, self.install_ring,
-                self.metrics.control_up.labels(),
-            )  # fmt: skip
-            if config.control
-            else None
-        )
+        self.watcher: RingWatcher | None = None
+        if config.control:
+            control_up = self.metrics.control_up.labels()
+            self.watcher = RingWatcher(
+                list(config.control), config.pool, self.install_ring, control_up
+            )
         self.metrics.ring_epoch.labels().set(self.ring.epoch)
         self.metrics.ring_backends.labels().set(len(self.ring.backends))
         self.metrics.control_up.labels().set(1.0)
@@ -119,7 +123,22 @@ class Supervisor:
             return False
         if kind == "metrics" and worker.process.pid is not None:
             self.merged.update(worker.process.pid, payload)
+            self._probe_on_traffic_errors(worker.process.pid, payload)
         return True
+
+    def _probe_on_traffic_errors(self, pid: int, snapshot: Snapshot) -> None:
+        """Live traffic is evidence too: new errors to a backend trigger a probe now."""
+        totals: dict[str, float] = {}
+        for labels, sample in snapshot.get(self.metrics.backend_errors.name, {}).items():
+            totals[labels[0]] = totals.get(labels[0], 0.0) + sample[0]
+        for backend, total in totals.items():
+            if total > self._traffic_errors.get((pid, backend), 0.0):
+                self.prober.probe_now(backend)
+            self._traffic_errors[(pid, backend)] = total
+
+    def _health_changed(self) -> None:
+        if self.reporter is not None:
+            self.reporter.changed()
 
     def _on_exit(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -176,7 +195,7 @@ class Supervisor:
         self.metrics.ring_backends.labels().set(len(state.backends))
         for worker in self._workers.values():
             worker.pipe.send(("ring", state))
-        task = asyncio.ensure_future(self.prober.watch(state.backends))
+        task = asyncio.ensure_future(self.prober.watch(state.owners or state.backends))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         log.info(
@@ -240,8 +259,11 @@ async def serve(config: ProxyConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await supervisor.prober.watch(supervisor.ring.backends)
     supervisor.start_workers()
-    prober = asyncio.ensure_future(supervisor.prober.run())
-    watch = asyncio.ensure_future(supervisor.watcher.run()) if supervisor.watcher else None
+    background = [
+        asyncio.ensure_future(task.run())
+        for task in (supervisor.watcher, supervisor.reporter)
+        if task is not None
+    ]
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
     log.info(
         "proxy listening",
@@ -256,9 +278,10 @@ async def serve(config: ProxyConfig) -> None:
     await supervisor.stop_workers()
     admin.should_exit = True
     await admin_task
-    prober.cancel()
-    if watch is not None and supervisor.watcher is not None:
-        watch.cancel()
-        await supervisor.watcher.close()
+    for task in background:
+        task.cancel()
+    for closable in (supervisor.watcher, supervisor.reporter):
+        if closable is not None:
+            await closable.close()
     await supervisor.prober.close()
     data_sock.close()

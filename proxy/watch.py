@@ -30,7 +30,13 @@ def ring_state(body: object) -> RingState:
         raise ValueError("ring is not a JSON object")
     try:
         backends = tuple(parse_backend_url(str(b["url"])) for b in body["backends"])
-        return RingState(epoch=int(body["epoch"]), hash_name=str(body["hash"]), backends=backends)
+        active = body.get("active", [])
+        owners = (
+            tuple(parse_backend_url(str(b["url"])) for b in active)
+            if any(b["health"] != "up" for b in active)
+            else ()
+        )
+        return RingState(int(body["epoch"]), str(body["hash"]), backends, owners)
     except (KeyError, TypeError, BackendURLError) as exc:
         raise ValueError(f"malformed ring: {exc}") from None
 

@@ -53,7 +53,8 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
     metrics.ring_epoch.labels().set(spec.ring.epoch)
     metrics.ring_backends.labels().set(len(spec.ring.backends))
     http = _http_cache(spec.config, router, metrics)
-    app = DataPlane(KVHandler(router, metrics, spec.config.max_value_bytes), metrics, http)
+    kv = KVHandler(router, metrics, spec.config.max_value_bytes, spec.config.failover_ttl)
+    app = DataPlane(kv, metrics, http)
     server = EmbeddedServer(
         uvicorn.Config(
             app,

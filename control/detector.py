@@ -1,0 +1,272 @@
+"""The failure detector: turns proxies' health reports into ring changes, on the leader.
+
+Rules (DESIGN.md, ring change by failure; invariants 1, 3 and 6):
+
+- A backend is marked down when a quorum (by default a majority) of the proxies that have
+  reported recently see it down. One proxy with a bad link cannot eject anything.
+- It is marked up only after a quorum has seen it up continuously for `hysteresis`, and
+  only after it was flushed (policy `flush`), so it cannot serve data from before.
+- Never more than `max_eject_fraction` of a pool's active backends are down at once: many
+  backends failing together usually means the proxies' network is sick, not the fleet.
+- After gaining leadership it waits `warmup` for fresh reports before deciding anything,
+  since reports held by the old leader are lost.
+
+`FailureDetector` is pure (time is passed in); `DetectorLoop` runs it against a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from control.metrics import ControlMetrics
+from control.node import ProposalFailed, RaftNode
+from control.raft.types import Role
+from control.registry import AdminState, Health, Pool
+from proxy.backend_url import BackendSpec
+from proxy.backends import BackendError, ClientSettings, make_client
+
+log = logging.getLogger("ringleader.detector")
+
+Verdict = Literal["up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    quorum_fraction: float = 0.5  # more than this share of recent reporters must agree
+    report_ttl: float = 6.0  # a proxy is "recent" if it reported within this many seconds
+    hysteresis: float = 5.0  # seconds a quorum must see a backend up before it rejoins
+    max_eject_fraction: float = 0.5
+    rejoin_policy: Literal["flush", "none"] = "flush"
+
+    @property
+    def warmup(self) -> float:
+        return self.report_ttl / 2
+
+
+@dataclass(slots=True)
+class _Observation:
+    state: str
+    error: str | None
+    proxy_since: float | None  # the proxy's wall clock, for the evidence only
+    up_since: float | None  # our clock: when this proxy's view turned up, for hysteresis
+
+
+@dataclass(slots=True)
+class _ProxyReport:
+    received_at: float
+    backends: dict[str, _Observation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    pool: str
+    backend: str
+    health: Verdict
+    why: str
+    evidence: dict[str, Any]
+
+
+class FailureDetector:
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+        self._reports: dict[str, dict[str, _ProxyReport]] = {}
+        self._leader_since: float | None = None
+
+    def lead(self, now: float) -> None:
+        """This node became leader: forget everything and wait for fresh reports."""
+        self._reports.clear()
+        self._leader_since = now
+
+    def follow(self) -> None:
+        self._reports.clear()
+        self._leader_since = None
+
+    def report(self, pool: str, proxy: str, backends: dict[str, Any], now: float) -> None:
+        previous = self._reports.get(pool, {}).get(proxy)
+        report = _ProxyReport(received_at=now)
+        for name, seen in backends.items():
+            if not isinstance(seen, dict) or seen.get("state") not in ("up", "down"):
+                continue
+            state = str(seen["state"])
+            old = previous.backends.get(name) if previous else None
+            up_since = None
+            if state == "up":
+                up_since = old.up_since if old and old.state == "up" and old.up_since else now
+            since = seen.get("since")
+            report.backends[name] = _Observation(
+                state=state,
+                error=str(seen["last_error"]) if seen.get("last_error") else None,
+                proxy_since=float(since) if isinstance(since, int | float) else None,
+                up_since=up_since,
+            )
+        self._reports.setdefault(pool, {})[proxy] = report
+
+    def reporters(self, pool: str, now: float) -> dict[str, _ProxyReport]:
+        ttl = self.settings.report_ttl
+        return {
+            p: r for p, r in self._reports.get(pool, {}).items() if now - r.received_at <= ttl
+        }
+
+    def decide(self, pool: Pool, now: float) -> tuple[list[Decision], list[str]]:
+        """The ring changes to commit now, and the backends held back by the ejection cap."""
+        if self._leader_since is None or now - self._leader_since < self.settings.warmup:
+            return [], []
+        recent = self.reporters(pool.name, now)
+        if not recent:
+            return [], []
+        need = math.floor(len(recent) * self.settings.quorum_fraction) + 1
+        active = [b for b in pool.backends.values() if b.admin is AdminState.ACTIVE]
+        already_down = sum(1 for b in active if b.health is Health.DOWN)
+        allowed = math.floor(len(active) * self.settings.max_eject_fraction) - already_down
+        decisions: list[Decision] = []
+        held: list[str] = []
+        for backend in active:
+            if backend.health is Health.UP:
+                voters = self._voters(recent, backend.name, "down", now)
+                if len(voters) < need:
+                    continue
+                if allowed <= 0:
+                    held.append(backend.name)
+                    continue
+                allowed -= 1
+                why = f"{len(voters)} of {len(recent)} reporting proxies see it down"
+                decisions.append(Decision(pool.name, backend.name, "down", why, voters))
+            else:
+                voters = self._voters(recent, backend.name, "up", now)
+                if len(voters) >= need:
+                    why = (f"{len(voters)} of {len(recent)} reporting proxies saw it up for "
+                           f"{self.settings.hysteresis:g}s")  # fmt: skip
+                    decisions.append(Decision(pool.name, backend.name, "up", why, voters))
+        return decisions, held
+
+    def _voters(
+        self, recent: dict[str, _ProxyReport], backend: str, state: Verdict, now: float
+    ) -> dict[str, Any]:
+        voters: dict[str, Any] = {}
+        for proxy, report in recent.items():
+            seen = report.backends.get(backend)
+            if seen is None or seen.state != state:
+                continue
+            if state == "up" and (
+                seen.up_since is None or now - seen.up_since < self.settings.hysteresis
+            ):
+                continue
+            voters[proxy] = {"state": seen.state, "error": seen.error, "since": seen.proxy_since}
+        return voters
+
+
+Flush = Callable[[BackendSpec], Awaitable[None]]
+
+
+async def flush_backend(spec: BackendSpec) -> None:
+    client = make_client(spec, ClientSettings(connect_timeout=1.0, request_timeout=2.0))
+    try:
+        await client.flush()
+    finally:
+        await client.close()
+
+
+class DetectorLoop:
+    """Runs the detector on the leader and commits its decisions through Raft."""
+
+    PERIOD = 0.1
+
+    def __init__(
+        self,
+        node: RaftNode,
+        detector: FailureDetector,
+        metrics: ControlMetrics,
+        flush: Flush = flush_backend,
+    ) -> None:
+        self._node = node
+        self._detector = detector
+        self._metrics = metrics
+        self._flush = flush
+        self._wake = asyncio.Event()
+        self._leading = False
+        self._held: set[tuple[str, str]] = set()
+
+    def report(self, pool: str, proxy: str, backends: dict[str, Any]) -> None:
+        self._metrics.detector_reports.labels(pool).inc()
+        self._detector.report(pool, proxy, backends, time.monotonic())
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.PERIOD):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            leading = self._node.soft_state.role is Role.LEADER
+            if leading != self._leading:
+                self._leading = leading
+                if leading:
+                    self._detector.lead(time.monotonic())
+                else:
+                    self._detector.follow()
+            if leading:
+                await self._step()
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        for pool in list(self._node.registry.pools.values()):
+            self._metrics.detector_reporters.labels(pool.name).set(
+                len(self._detector.reporters(pool.name, now))
+            )
+            decisions, held = self._detector.decide(pool, now)
+            self._note_held(pool.name, held)
+            for decision in decisions:
+                await self._commit(pool, decision)
+
+    def _note_held(self, pool: str, held: list[str]) -> None:
+        for name in held:
+            if (pool, name) not in self._held:
+                self._metrics.detector_decisions.labels(pool, "held_by_cap").inc()
+                log.warning(
+                    "not ejecting %s: the pool is at its ejection cap", name,
+                    extra={"ctx": {"pool": pool, "backend": name}},
+                )  # fmt: skip
+        self._held = {k for k in self._held if k[0] != pool} | {(pool, n) for n in held}
+
+    async def _commit(self, pool: Pool, decision: Decision) -> None:
+        backend = pool.backends[decision.backend]
+        if decision.health == "up" and self._detector.settings.rejoin_policy == "flush":
+            try:
+                await self._flush(backend.spec())
+            except BackendError as exc:
+                self._metrics.detector_decisions.labels(pool.name, "flush_failed").inc()
+                log.warning(
+                    "not marking %s up: flush failed", backend.name,
+                    extra={"ctx": {"pool": pool.name, "backend": backend.name,
+                                   "error": str(exc)}},
+                )  # fmt: skip
+                return
+        command = {
+            "op": "set_health", "pool": pool.name, "backend": backend.name,
+            "health": decision.health, "who": "detector", "why": decision.why,
+            "evidence": decision.evidence, "time": time.time(),
+        }  # fmt: skip
+        try:
+            result = await self._node.propose(json.dumps(command).encode())
+        except ProposalFailed as exc:
+            log.warning("decision not committed: %s", exc,
+                        extra={"ctx": {"pool": pool.name, "backend": backend.name}})  # fmt: skip
+            return
+        if result.get("unchanged"):
+            return
+        self._metrics.detector_decisions.labels(pool.name, f"mark_{decision.health}").inc()
+        log.warning(
+            "marked %s %s", backend.name, decision.health,
+            extra={"ctx": {"pool": pool.name, "backend": backend.name,
+                           "epoch": result.get("epoch"), "why": decision.why,
+                           "evidence": decision.evidence}},
+        )  # fmt: skip
