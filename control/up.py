@@ -1,14 +1,17 @@
 """`ringleader up`: the whole system on one machine, for a first look.
 
-It starts cache servers and a proxy as child processes, prints where everything listens
-and what to try next, and on Ctrl-C (or SIGTERM) stops every child it started.
+It starts three control nodes, three cache servers registered in the `default` pool, and a
+proxy that takes its ring from the control plane. It prints where everything listens and
+what to try next, and on Ctrl-C (or SIGTERM) stops every child it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,9 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from control.client import ControlClient, ControlError
+
+RINGLEADER = [sys.executable, "-m", "control.cli"]
 LOOPBACK = "127.0.0.1"
 CACHE_SERVERS = 3
-STARTUP_DEADLINE = 15.0
+CONTROL_NODES = 3
+STARTUP_DEADLINE = 30.0
 
 
 class UpError(RuntimeError):
@@ -97,6 +104,19 @@ class Stack:
         self.start(f"{kind}-{index}", argv, port)
         return f"{kind}://{LOOPBACK}:{port}"
 
+    def start_control(self, first_port: int, token_file: Path) -> list[str]:
+        ports = [first_port + i for i in range(CONTROL_NODES)]
+        urls = [f"http://{LOOPBACK}:{p}" for p in ports]
+        peers = ",".join(f"{i + 1}={u}" for i, u in enumerate(urls))
+        for i, port in enumerate(ports):
+            data_dir = self.workdir / f"control-{i + 1}"
+            data_dir.mkdir(exist_ok=True)
+            argv = [*RINGLEADER, "control", "--id", str(i + 1), "--listen", f"{LOOPBACK}:{port}",
+                    "--peers", peers, "--data-dir", str(data_dir),
+                    "--token-file", str(token_file)]  # fmt: skip
+            self.start(f"control-{i + 1}", argv, port)
+        return urls
+
     def stop(self) -> None:
         for child in reversed(self.children):
             if child.process.poll() is None:
@@ -115,6 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="proxy data port (default 127.0.0.1:8080)")  # fmt: skip
     parser.add_argument("--admin", default=f"{LOOPBACK}:8081", metavar="HOST:PORT",
                         help="proxy admin port (default 127.0.0.1:8081)")  # fmt: skip
+    parser.add_argument("--control-port", type=int, default=7000, metavar="PORT",
+                        help="first control node port, others follow (default 7000)")  # fmt: skip
     parser.add_argument("--data-dir", metavar="DIR", help="logs and state (default: a temp dir)")
 
 
@@ -131,21 +153,24 @@ def run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         kind, binary = cache_server_command()
+        token_file = workdir / "token"
+        token_file.write_text(secrets.token_hex(16) + "\n")
+        token_file.chmod(0o600)
+        control = stack.start_control(args.control_port, token_file)
         urls = [stack.start_cache(i, kind, binary) for i in range(CACHE_SERVERS)]
-        argv = [sys.executable, "-m", "control.cli", "proxy", "--listen", args.listen,
-                "--admin", args.admin]  # fmt: skip
-        for url in urls:
-            argv += ["--backend", url]
+        asyncio.run(register(control, token_file.read_text().strip(), urls))
+        argv = [*RINGLEADER, "proxy", "--listen", args.listen, "--admin", args.admin,
+                "--control", ",".join(control), "--token-file", str(token_file)]  # fmt: skip
         port = int(args.listen.rsplit(":", 1)[1])
         stack.start("proxy", argv, port)
-        print_banner(args, urls, workdir)
+        print_banner(args, control, urls, token_file, workdir)
         while not stopping:
             for child in stack.children:
                 if child.process.poll() is not None:
                     raise UpError(f"{child.name} exited with code {child.process.returncode}")
             time.sleep(0.2)
         print("\nstopping ...", flush=True)
-    except UpError as exc:
+    except (UpError, ControlError) as exc:
         print(f"ringleader up: error: {exc} (logs in {workdir})", file=sys.stderr)
         stack.stop()
         sys.exit(1)
@@ -153,7 +178,18 @@ def run(args: argparse.Namespace) -> None:
     print("stopped; nothing left running.")
 
 
-def print_banner(args: argparse.Namespace, urls: list[str], workdir: Path) -> None:
+async def register(control: list[str], token: str, urls: list[str]) -> None:
+    """Waits for a leader, then adds the cache servers to the default pool."""
+    async with ControlClient(control, token, deadline=STARTUP_DEADLINE) as client:
+        for url in urls:
+            await client.request("POST", "/v1/pools/default/backends", json={"url": url},
+                                 headers={"x-ringleader-who": "ringleader-up"})  # fmt: skip
+
+
+def print_banner(
+    args: argparse.Namespace, control: list[str], urls: list[str], token_file: Path,
+    workdir: Path,
+) -> None:  # fmt: skip
     data = f"http://{args.listen}"
     admin = f"http://{args.admin}"
     lines = [
@@ -161,13 +197,21 @@ def print_banner(args: argparse.Namespace, urls: list[str], workdir: Path) -> No
         "",
         f"  proxy (KV API)   {data}/v1/kv/{{key}}",
         f"  proxy admin      {admin}/status  {admin}/metrics",
+        *(f"  control node     {url}" for url in control),
         *(f"  cache server     {url}" for url in urls),
+        f"  cluster token    {token_file}",
         f"  logs             {workdir}",
         "",
         "try:",
         f"  curl -X PUT --data-binary hello '{data}/v1/kv/greeting?ttl=300'",
         f"  curl -i {data}/v1/kv/greeting",
-        f"  curl -s {admin}/status",
+        f"  export RINGLEADER_CONTROL={','.join(control)}",
+        f"  export RINGLEADER_TOKEN=$(cat {token_file})",
+        "  ringleader status",
+        "  ringleader backend list",
+        "  ringleader ring --key greeting",
+        f"  ringleader backend drain {urls[0].split('://', 1)[1]} --why 'first look'",
+        "  ringleader events",
         "",
         "Ctrl-C stops everything.",
     ]

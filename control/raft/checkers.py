@@ -98,9 +98,6 @@ class SafetyChecker:
     def max_acked(self) -> int:
         return max(self.acked, default=0)
 
-    def history_digest(self, index: int) -> bytes:
-        return self._digests[index]
-
     # ----------------------------------------------------------------- events
 
     def on_persist(self, node: NodeId, entries: Sequence[Entry], prev_term: int | None) -> None:

@@ -109,9 +109,17 @@ def test_inconsistent_settings_are_refused(settings: dict[str, object], says: st
         build(settings)
 
 
-def test_control_urls_split_on_commas() -> None:
+def test_control_urls_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGLEADER_TOKEN", "t0ken")
     config = build({"control": ["http://a:1,http://b:1", "http://c:1"]})
     assert config.control == ("http://a:1", "http://b:1", "http://c:1")
+    assert config.token == "t0ken"
+
+
+def test_control_without_a_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RINGLEADER_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="needs the cluster token"):
+        build({"control": ["http://a:1"]})
 
 
 @pytest.mark.parametrize(
