@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from control.client import ControlClient, ControlError
 
 RINGLEADER = [sys.executable, "-m", "control.cli"]
@@ -77,6 +79,24 @@ def wait_port(child: Child, port: int) -> None:
         except OSError:
             time.sleep(0.05)
     raise UpError(f"{child.name} did not listen on {LOOPBACK}:{port} within {STARTUP_DEADLINE:g}s")
+
+
+def wait_ready(child: Child, url: str) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    reason = "no answer"
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise UpError(f"{child.name} exited with code {child.process.returncode}")
+        try:
+            response = httpx.get(url, timeout=1.0)
+        except httpx.HTTPError as exc:
+            reason = str(exc)
+        else:
+            if response.status_code == 200:
+                return
+            reason = response.text
+        time.sleep(0.1)
+    raise UpError(f"{child.name} not ready within {STARTUP_DEADLINE:g}s: {reason}")
 
 
 class Stack:
@@ -162,7 +182,8 @@ def run(args: argparse.Namespace) -> None:
         argv = [*RINGLEADER, "proxy", "--listen", args.listen, "--admin", args.admin,
                 "--control", ",".join(control), "--token-file", str(token_file)]  # fmt: skip
         port = int(args.listen.rsplit(":", 1)[1])
-        stack.start("proxy", argv, port)
+        proxy = stack.start("proxy", argv, port)
+        wait_ready(proxy, f"http://{args.admin}/readyz")
         print_banner(args, control, urls, token_file, workdir)
         while not stopping:
             for child in stack.children:

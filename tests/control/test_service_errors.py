@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.control_cluster import TOKEN, ControlCluster, backend_url
@@ -52,8 +53,10 @@ def args_for(
     data = data_dir if data_dir is not None else tmp_path / "data"
     if data_dir is None:
         data.mkdir(exist_ok=True)
-    argv = ["--id", node_id, "--listen", f"{LOOPBACK}:{port}",
-            "--peers", f"1=http://{LOOPBACK}:{port}" if peers is None else peers, "--data-dir", str(data)]  # fmt: skip
+    if peers is None:
+        peers = f"1=http://{LOOPBACK}:{port}"
+    argv = ["--id", node_id, "--listen", f"{LOOPBACK}:{port}", "--peers", peers,
+            "--data-dir", str(data)]  # fmt: skip
     if token_file is not None:
         argv += ["--token-file", str(token_file)]
     return argv
@@ -85,6 +88,14 @@ def test_token_from_the_environment_is_enough(tmp_path: Path, procs: ProcessGrou
         env={**os.environ, "RINGLEADER_TOKEN": TOKEN},
     )  # fmt: skip
     proc.wait_port()
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://{LOOPBACK}:{port}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, 10, "the single node to elect itself")
     assert proc.terminate() == 0
 
 

@@ -1,0 +1,67 @@
+"""`ringleader up`: the whole system on one machine, started and stopped as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.support.servers import free_port, ringleader_argv, wait_until
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            children = (task / "children").read_text().split() if task.exists() else []
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
+    return found
+
+
+def test_up_serves_the_kv_api_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    listen, admin, control = free_port(), free_port(), free_port()
+    # The control nodes take `control` and the two ports after it.
+    argv = [*ringleader_argv(), "up", "--listen", f"127.0.0.1:{listen}",
+            "--admin", f"127.0.0.1:{admin}", "--control-port", str(control),
+            "--data-dir", str(tmp_path)]  # fmt: skip
+    up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    banner: list[str] = []
+    children: set[int] = set()
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            banner.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        text = "".join(banner)
+        assert "ringleader is up" in text, text
+        assert len(re.findall(r"control node +http://", text)) == 3
+        assert len(re.findall(r"cache server +\w+://", text)) == 3
+        children = descendants(up.pid)
+        assert len(children) >= 7  # 3 control nodes, 3 cache servers, a proxy (and its worker)
+
+        base = f"http://127.0.0.1:{listen}/v1/kv/greeting"
+        assert httpx.put(base, content=b"hello", params={"ttl": 60}).status_code == 204
+        response = httpx.get(base)
+        assert response.content == b"hello"
+        assert int(response.headers["x-ringleader-epoch"]) >= 3  # three backends were added
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        tail = up.stdout.read()
+        assert "nothing left running" in tail
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in children), 15,
+               "every process ringleader up started to exit")  # fmt: skip
