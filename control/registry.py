@@ -227,30 +227,24 @@ class Registry:
         return self._ring_changed(index, pool, c, "add", spec.name)
 
     def remove_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        pool = self._pool(c)
-        backend = self._backend(pool, c)
-        was_member = backend.in_ring
-        backend.admin = AdminState.REMOVED
-        if not was_member:
-            self._record(index, pool, c, "remove", backend.name)
-            return {"ok": True, "epoch": pool.epoch}
-        return self._ring_changed(index, pool, c, "remove", backend.name)
+        return self._set_admin(index, c, AdminState.REMOVED, "remove")
 
     def drain_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        pool = self._pool(c)
-        backend = self._backend(pool, c)
-        if backend.admin is AdminState.DRAINING:
-            return {"ok": True, "epoch": pool.epoch, "unchanged": True}
-        backend.admin = AdminState.DRAINING
-        return self._ring_changed(index, pool, c, "drain", backend.name)
+        return self._set_admin(index, c, AdminState.DRAINING, "drain")
 
     def activate_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
+        return self._set_admin(index, c, AdminState.ACTIVE, "activate")
+
+    def _set_admin(
+        self, index: int, c: dict[str, Any], admin: AdminState, kind: str
+    ) -> dict[str, Any]:
         pool = self._pool(c)
         backend = self._backend(pool, c)
-        if backend.admin is AdminState.ACTIVE:
+        if backend.admin is admin:
             return {"ok": True, "epoch": pool.epoch, "unchanged": True}
-        backend.admin = AdminState.ACTIVE
-        return self._ring_changed(index, pool, c, "activate", backend.name)
+        was_member = backend.in_ring
+        backend.admin = admin
+        return self._changed(index, pool, c, kind, backend, was_member)
 
     def set_health(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
         pool = self._pool(c)
@@ -266,6 +260,13 @@ class Registry:
         backend.health_since = float(c.get("time", 0.0))
         backend.health_reason = str(c.get("why", ""))
         kind = "mark_up" if health is Health.UP else "mark_down"
+        return self._changed(index, pool, c, kind, backend, was_member)
+
+    def _changed(
+        self, index: int, pool: Pool, c: dict[str, Any], kind: str, backend: Backend,
+        was_member: bool,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Records the change; a new epoch only if ring membership actually changed."""
         if was_member == backend.in_ring:
             self._record(index, pool, c, kind, backend.name)
             return {"ok": True, "epoch": pool.epoch}

@@ -126,3 +126,21 @@ def test_applying_an_index_twice_is_a_bug_not_a_retry() -> None:
     log.apply(op="noop")
     with pytest.raises(ValueError, match="applied twice"):
         log.registry.apply(1, b'{"op": "noop"}')
+
+
+def test_a_change_that_leaves_ring_membership_alone_keeps_the_epoch() -> None:
+    log = Log()
+    log.apply(op="add_backend", url="memcached://10.0.0.1:11211")
+    log.apply(op="add_backend", url="memcached://10.0.0.2:11211")
+    log.apply(op="set_health", backend="10.0.0.2", health="down")
+    epoch = log.registry.pools[DEFAULT_POOL].epoch
+    # Draining a backend that is already out of the ring changes nothing proxies route with.
+    log.apply(op="drain_backend", backend="10.0.0.2", why="replace disk")
+    assert log.registry.pools[DEFAULT_POOL].epoch == epoch
+    assert log.registry.events[-1].kind == "drain"
+    # Marking it up while drained keeps it out of the ring too.
+    log.apply(op="set_health", backend="10.0.0.2", health="up")
+    assert log.registry.pools[DEFAULT_POOL].epoch == epoch
+    log.apply(op="activate_backend", backend="10.0.0.2")
+    assert log.registry.pools[DEFAULT_POOL].epoch == log.index
+    assert members(log.registry) == ["10.0.0.1", "10.0.0.2"]
