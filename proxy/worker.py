@@ -128,4 +128,5 @@ def _http_cache(
         lease_wait=config.lease_wait,
     )
     origin = OriginClient(OriginSettings(config.origin, timeout=config.origin_timeout), metrics)
-    return HTTPCacheHandler(EntryStore(router, metrics), origin, settings, metrics)
+    store = EntryStore(router, metrics, config.failover_ttl)
+    return HTTPCacheHandler(store, origin, settings, metrics)

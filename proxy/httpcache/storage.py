@@ -61,9 +61,10 @@ def retention(entry: Entry, now: float, policy: CachePolicy) -> int:
 
 
 class EntryStore:
-    def __init__(self, router: Router, metrics: ProxyMetrics) -> None:
+    def __init__(self, router: Router, metrics: ProxyMetrics, failover_ttl: int) -> None:
         self._router = router
         self._metrics = metrics
+        self._failover_ttl = failover_ttl
         self._lookups = {
             result: metrics.cache_lookups.labels("http", result)
             for result in ("hit", "miss", "error", "unreadable")
@@ -111,8 +112,13 @@ class EntryStore:
         if route is None:
             self._stores["error"].inc()
             return False
+        ttl = min(ttl, MAX_TTL)
+        if self._router.table.is_failover(slot, route):
+            # DESIGN.md invariant 3: an entry parked away from its down owner is short-lived.
+            ttl = min(ttl, self._failover_ttl)
+            self._metrics.failover_writes.labels(route.spec.name).inc()
         try:
-            await route.client.set(ENTRY_PREFIX + slot, encode_entry(entry), min(ttl, MAX_TTL))
+            await route.client.set(ENTRY_PREFIX + slot, encode_entry(entry), ttl)
         except BackendRejected:
             # Over the backend's item size once headers are added: served, not stored.
             self._stores["rejected"].inc()

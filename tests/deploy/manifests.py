@@ -1,0 +1,99 @@
+"""Renders the kustomize overlays with the real `kubectl kustomize` and indexes the result.
+
+kubectl (with its built-in kustomize) is required, not optional: CI installs it, so a
+missing binary fails the tests with a clear message rather than skipping them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+NAMESPACES = {"dev": "ringleader-dev", "prod": "ringleader"}
+# Kinds that kubernetes-validate has no schema for (Prometheus Operator CRDs); the tests
+# check them structurally instead. Anything else must validate against the real schema.
+CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+
+Doc = dict[str, Any]
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail(
+            "kubectl is not installed: it renders deploy/k8s with its built-in kustomize. "
+            "Install it (Debian: the kubectl package of this machine image, or "
+            "kubernetes-client) and run again."
+        )
+    return path
+
+
+@functools.cache
+def render(overlay: str) -> tuple[Doc, ...]:
+    """Every object of `kubectl kustomize deploy/k8s/overlays/<overlay>`."""
+    proc = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # kubectl must not look for a cluster or write a cache in the user's home.
+        env={**os.environ, "KUBECONFIG": os.devnull},
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"kubectl kustomize overlays/{overlay} failed:\n{proc.stderr}")
+    docs = tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    assert docs, f"overlays/{overlay} rendered nothing"
+    return docs
+
+
+def find(docs: tuple[Doc, ...], kind: str, name: str) -> Doc:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def of_kind(docs: tuple[Doc, ...], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_spec(workload: Doc) -> Doc:
+    spec: Doc = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(workload: Doc) -> list[Doc]:
+    found: list[Doc] = pod_spec(workload)["containers"]
+    return found
+
+
+def workloads(docs: tuple[Doc, ...]) -> Iterator[Doc]:
+    return (d for d in docs if d["kind"] in WORKLOAD_KINDS)
+
+
+def env_value(container: Doc, name: str) -> str:
+    for item in container.get("env", []):
+        if item["name"] == name and "value" in item:
+            value: str = item["value"]
+            return value
+    raise AssertionError(f"container {container['name']} has no literal env {name}")
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def service_named(docs: tuple[Doc, ...], name: str) -> Doc:
+    return find(docs, "Service", name)
