@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/install.sh
 source scripts/install.sh
-install_debian_packages memcached redis-server nutcracker wrk
+install_debian_packages memcached redis-server nutcracker wrk prometheus
 install_venv test
 exec .venv/bin/pytest "$@"

@@ -19,6 +19,7 @@ import pytest
 from control.raft.codec import encode_message
 from control.raft.messages import RequestVote
 from tests.support.control_cluster import ControlCluster, backend_url, module_cluster
+from tests.support.servers import wait_until
 
 BACKENDS = "/v1/pools/default/backends"
 BACKENDS_ROUTE = "/v1/pools/{pool}/backends"
@@ -44,7 +45,7 @@ def api_count(cluster: ControlCluster, node: int, route: str, code: str = "200")
     )
 
 
-# -- status and probes -------------------------------------------------------------------------
+# -- status and probes -----------------------------------------------------------------------------
 
 
 def test_status_has_the_contract_fields_and_one_leader(cluster: ControlCluster) -> None:
@@ -164,7 +165,7 @@ def test_ring_lists_members_in_insertion_order_and_drained_ones_leave(
     assert states[names[1]] == ("draining", False)
 
 
-# -- the ring watch ------------------------------------------------------------------------------
+# -- the ring watch --------------------------------------------------------------------------------
 
 
 def test_ring_watch_returns_when_the_epoch_passes_wait_epoch(cluster: ControlCluster) -> None:
@@ -185,8 +186,8 @@ def test_ring_watch_returns_when_the_epoch_passes_wait_epoch(cluster: ControlClu
     thread = threading.Thread(target=watch)
     thread.start()
     # The watch is parked once the node's watcher gauge shows it.
-    cluster_wait(lambda: cluster.metric(watcher, "ringleader_control_watchers") >= 1,
-                 "the watch to be parked")  # fmt: skip
+    wait_until(lambda: cluster.metric(watcher, "ringleader_control_watchers") >= 1, 10,
+               "the watch to be parked")  # fmt: skip
     assert not answer, "the watch returned before the epoch changed"
     write = cluster.write(leader, "POST", BACKENDS, {"url": backend_url(unique("watched"))})
     assert write.status_code == 200
@@ -224,15 +225,7 @@ def test_ring_watch_behind_the_current_epoch_returns_at_once(cluster: ControlClu
     assert time.monotonic() - started < 5
 
 
-def cluster_wait(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-# -- bad requests ------------------------------------------------------------------------------
+# -- bad requests ----------------------------------------------------------------------------------
 
 DUPLICATE = "dup-fixed"
 
@@ -383,7 +376,7 @@ def test_malformed_peer_rpc_is_rejected_and_counted(cluster: ControlCluster) -> 
     assert ok.status_code == 204
 
 
-# -- request ids -------------------------------------------------------------------------------------
+# -- request ids -----------------------------------------------------------------------------------
 
 
 def test_a_retried_command_applies_once(cluster: ControlCluster) -> None:

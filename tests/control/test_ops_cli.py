@@ -134,7 +134,8 @@ def test_ring_table_and_key_lookup(cluster: ControlCluster) -> None:
     assert table.startswith(f"pool {pool}, epoch ")
     assert only in table
     located = json.loads(ok(ringleader("ring", "--key", "user:42", "--pool", pool, "--json",
-                                       "--control", cluster.control_arg, cluster=cluster)))  # fmt: skip
+                                       "--control", cluster.control_arg,
+                                       cluster=cluster)))  # fmt: skip
     assert located["backend"] == only
     assert located["key"] == "user:42"
     text = ok(ringleader("ring", "--key", "user:42", "--pool", pool, "--control",
@@ -208,8 +209,9 @@ def test_control_urls_from_the_environment(cluster: ControlCluster) -> None:
 
 def test_token_from_the_environment(cluster: ControlCluster) -> None:
     backend = name()
+    env = {"RINGLEADER_TOKEN": cluster.token}
     ok(ringleader("backend", "add", url_for(backend, 21010), "--control", cluster.control_arg,
-                  token=False, cluster=cluster, env={"RINGLEADER_TOKEN": cluster.token}))  # fmt: skip
+                  token=False, cluster=cluster, env=env))  # fmt: skip
     assert backend in [b["name"] for b in backends_json(cluster)["backends"]]
 
 

@@ -17,7 +17,9 @@ from tests.support.servers import LOOPBACK, ProcessGroup, free_port, ringleader_
 EXIT_DEADLINE = 20.0
 
 
-def run_control(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_control(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "RINGLEADER_TOKEN"}
     return subprocess.run(
         [*ringleader_argv(), "control", *args], capture_output=True, text=True,

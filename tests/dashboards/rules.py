@@ -67,7 +67,7 @@ def prometheus_rule() -> dict[str, Any]:
 
 
 def render() -> str:
-    body = yaml.dump(prometheus_rule(), Dumper=_BlockDumper, sort_keys=False, width=100)
+    body: str = yaml.dump(prometheus_rule(), Dumper=_BlockDumper, sort_keys=False, width=100)
     return HEADER + body
 
 

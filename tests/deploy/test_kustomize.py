@@ -1,0 +1,421 @@
+"""deploy/k8s: each overlay renders with `kubectl kustomize`, every built-in object validates
+strictly against the Kubernetes OpenAPI schemas, and the objects fit together the way
+docs/runbook.md and the process contracts say (probes, quorum, draining, IDs, tokens)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]  # ships no type information
+import pytest
+import yaml
+
+from control import service
+from control.cli import build_parser
+from proxy import cli as proxy_cli
+from proxy import config as proxy_config
+from proxy.backend_url import parse_backend_url
+from proxy.worker import DRAIN_SECONDS
+from tests.dashboards.rules import load_rules
+from tests.deploy.containers import FAKE_TOKEN, run_with_stub
+from tests.deploy.manifests import (
+    CRD_KINDS,
+    K8S,
+    NAMESPACES,
+    OVERLAYS,
+    ROOT,
+    Doc,
+    containers,
+    env_value,
+    find,
+    of_kind,
+    pod_spec,
+    render,
+    selects,
+    service_named,
+    workloads,
+)
+
+# The oldest Kubernetes minor we support (autoscaling/v2 and policy/v1 are GA since 1.23,
+# kubernetes-validate ships 1.25+) and the newest schemas the package has.
+K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+# After the workers' drain the supervisor waits this much more before killing them
+# (proxy/server.py: Supervisor.stop_workers).
+SUPERVISOR_MARGIN = 2
+RELEASE_LABEL = {"dev": "prometheus", "prod": "kube-prometheus-stack"}
+
+overlays = pytest.mark.parametrize("overlay", OVERLAYS)
+
+
+def labels_of(workload: Doc) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def port_number(container: Doc, port: int | str) -> int:
+    """A probe or Service port, by number or by the container port's name."""
+    if isinstance(port, int):
+        return port
+    for item in container.get("ports", []):
+        if item["name"] == port:
+            number: int = item["containerPort"]
+            return number
+    raise AssertionError(f"container {container['name']} has no port named {port}")
+
+
+def http_probe(container: Doc, kind: str) -> tuple[str, int]:
+    probe = container.get(kind)
+    assert probe is not None, f"{container['name']} has no {kind}"
+    get = probe["httpGet"]
+    return get["path"], port_number(container, get["port"])
+
+
+def parse_ringleader(argv: list[str]) -> Any:
+    return build_parser().parse_args(argv)
+
+
+# -- rendering and schema validation ----------------------------------------------------
+
+
+@overlays
+def test_overlay_renders_into_its_namespace(overlay: str) -> None:
+    docs = render(overlay)
+    namespace = NAMESPACES[overlay]
+    find(docs, "Namespace", namespace)
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == namespace, doc["metadata"]["name"]
+
+
+@overlays
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_builtin_kinds_validate_strictly(overlay: str, version: str) -> None:
+    skipped: set[str] = set()
+    errors: list[str] = []
+    for doc in render(overlay):
+        if doc["kind"] in CRD_KINDS:
+            skipped.add(doc["kind"])  # checked structurally in test_monitoring_objects
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            # Only the message: the exception's repr includes the whole schema.
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    assert not errors, f"overlays/{overlay} against Kubernetes {version}:\n" + "\n".join(errors)
+    assert skipped == CRD_KINDS
+
+
+def test_validation_is_strict() -> None:
+    """Guards the test above: an unknown field must be an error, not ignored."""
+    bogus = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 80}], "publishNotReadyAdresses": True},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bogus, K8S_VERSIONS[0], strict=True)
+
+
+# -- control plane ----------------------------------------------------------------------
+
+
+@overlays
+def test_control_statefulset(overlay: str) -> None:
+    docs = render(overlay)
+    sts = find(docs, "StatefulSet", "ringleader-control")
+    spec = sts["spec"]
+    assert spec["replicas"] == 3
+    # OrderedReady would deadlock: pod 1 waits for pod 0 to be Ready, which needs a leader.
+    assert spec["podManagementPolicy"] == "Parallel"
+    peer = service_named(docs, spec["serviceName"])
+    assert peer["spec"]["clusterIP"] == "None"
+    assert peer["spec"]["publishNotReadyAddresses"] is True
+    assert selects(peer["spec"]["selector"], labels_of(sts))
+    client = service_named(docs, "ringleader-control")
+    assert client["spec"].get("clusterIP") != "None"
+    assert selects(client["spec"]["selector"], labels_of(sts))
+
+    (container,) = containers(sts)
+    claims = {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
+    mounted = {m["name"] for m in container["volumeMounts"]}
+    assert claims
+    assert claims <= mounted, "every node keeps its log on its own volume"
+    port = port_number(container, "http")
+    assert http_probe(container, "livenessProbe") == ("/healthz", port)
+    assert http_probe(container, "readinessProbe") == ("/readyz", port)
+    assert http_probe(container, "startupProbe") == ("/healthz", port)
+
+
+@overlays
+def test_control_anti_affinity(overlay: str) -> None:
+    sts = find(render(overlay), "StatefulSet", "ringleader-control")
+    anti = pod_spec(sts)["affinity"]["podAntiAffinity"]
+    if overlay == "prod":
+        assert "preferredDuringSchedulingIgnoredDuringExecution" not in anti
+        terms = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    else:
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+        terms = [
+            t["podAffinityTerm"] for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        ]
+    assert any(
+        t["topologyKey"] == "kubernetes.io/hostname"
+        and selects(t["labelSelector"]["matchLabels"], labels_of(sts))
+        for t in terms
+    )
+
+
+@overlays
+def test_control_pdb_keeps_quorum(overlay: str) -> None:
+    docs = render(overlay)
+    sts = find(docs, "StatefulSet", "ringleader-control")
+    pdb = find(docs, "PodDisruptionBudget", "ringleader-control")
+    replicas = sts["spec"]["replicas"]
+    quorum = replicas // 2 + 1
+    if "minAvailable" in pdb["spec"]:
+        assert pdb["spec"]["minAvailable"] == quorum
+    else:
+        assert pdb["spec"]["maxUnavailable"] == replicas - quorum
+    assert selects(pdb["spec"]["selector"]["matchLabels"], labels_of(sts))
+
+
+@overlays
+def test_control_command_derives_ids_from_ordinals(
+    overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs the container's real shell wrapper for every pod name and parses what it would
+    exec with the real `ringleader control` argument handling."""
+    docs = render(overlay)
+    sts = find(docs, "StatefulSet", "ringleader-control")
+    (container,) = containers(sts)
+    port = port_number(container, "http")
+    peer_service = sts["spec"]["serviceName"]
+    replicas = sts["spec"]["replicas"]
+    expected_peers = {
+        i + 1: f"http://ringleader-control-{i}.{peer_service}:{port}" for i in range(replicas)
+    }
+    monkeypatch.setenv("RINGLEADER_TOKEN", FAKE_TOKEN)
+    for ordinal in range(replicas):
+        data_dir = tmp_path / f"data-{ordinal}" / "raft"
+        (argv,) = run_with_stub(
+            container, f"ringleader-control-{ordinal}", tmp_path,
+            {"RINGLEADER_DATA_DIR": str(data_dir)},
+        )  # fmt: skip
+        config = service.build_config(parse_ringleader(argv))
+        assert config.node_id == ordinal + 1
+        assert config.peers == expected_peers
+        assert config.listen.port == port
+        assert config.data_dir == str(data_dir)
+        assert data_dir.is_dir(), "the wrapper creates the data directory on the volume"
+    assert env_value(container, "RINGLEADER_DATA_DIR").startswith(
+        next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data")
+    )
+
+
+# -- proxies ----------------------------------------------------------------------------
+
+
+@overlays
+def test_proxy_deployment_probes_and_draining(overlay: str) -> None:
+    docs = render(overlay)
+    deployment = find(docs, "Deployment", "ringleader-proxy")
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    (container,) = containers(deployment)
+    admin = port_number(container, "admin")
+    assert http_probe(container, "readinessProbe") == ("/readyz", admin)
+    assert http_probe(container, "livenessProbe") == ("/healthz", admin)
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    delay = int(pre_stop[1])
+    assert delay >= 5, "endpoints need a few seconds to drop the pod before SIGTERM"
+    grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    assert grace >= delay + DRAIN_SECONDS + SUPERVISOR_MARGIN
+
+
+@overlays
+def test_proxy_args_parse(overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(overlay)
+    (container,) = containers(find(docs, "Deployment", "ringleader-proxy"))
+    (argv,) = run_with_stub(container, "ringleader-proxy-abc", tmp_path)
+    args = parse_ringleader(argv)
+    assert args.command == "proxy"
+    monkeypatch.setenv("RINGLEADER_TOKEN", FAKE_TOKEN)
+    config = proxy_config.build(proxy_cli.settings_from(args))
+    assert config.listen.port == port_number(container, "http")
+    assert config.admin.port == port_number(container, "admin")
+    client = service_named(docs, "ringleader-control")
+    client_port = client["spec"]["ports"][0]["port"]
+    assert list(config.control) == [f"http://ringleader-control:{client_port}"]
+
+
+@overlays
+def test_proxy_hpa_and_pdb(overlay: str) -> None:
+    docs = render(overlay)
+    deployment = find(docs, "Deployment", "ringleader-proxy")
+    hpa = find(docs, "HorizontalPodAutoscaler", "ringleader-proxy")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "ringleader-proxy")
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    if overlay == "prod":
+        assert hpa["spec"]["minReplicas"] >= 2, "one proxy is a single point of failure"
+    pdb = find(docs, "PodDisruptionBudget", "ringleader-proxy")
+    assert selects(pdb["spec"]["selector"]["matchLabels"], labels_of(deployment))
+    service = service_named(docs, "ringleader-proxy")
+    assert selects(service["spec"]["selector"], labels_of(deployment))
+
+
+# -- every workload ---------------------------------------------------------------------
+
+
+@overlays
+def test_resources_probes_and_security(overlay: str) -> None:
+    for workload in workloads(render(overlay)):
+        name = workload["metadata"]["name"]
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        for container in spec["containers"]:
+            for section in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][section]), (
+                    f"{name}/{container['name']} lacks {section}"
+                )
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            if workload["kind"] != "Job":
+                assert "readinessProbe" in container, f"{name}/{container['name']}"
+                assert "livenessProbe" in container, f"{name}/{container['name']}"
+
+
+@overlays
+def test_selectors_match_workloads(overlay: str) -> None:
+    docs = render(overlay)
+    templates = [labels_of(w) for w in workloads(docs)]
+    for kind in ("Service", "PodDisruptionBudget"):
+        for doc in of_kind(docs, kind):
+            spec = doc["spec"]
+            selector = spec["selector"] if kind == "Service" else spec["selector"]["matchLabels"]
+            assert any(selects(selector, t) for t in templates), doc["metadata"]["name"]
+
+
+@overlays
+def test_token_comes_from_a_secret(overlay: str) -> None:
+    docs = render(overlay)
+    refs = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for w in workloads(docs)
+        for c in containers(w)
+        for e in c.get("env", [])
+        if e["name"] == "RINGLEADER_TOKEN"
+    }
+    assert len(refs) == 1, f"every process must use the same Secret: {refs}"
+    ((name, key),) = refs
+    users = {
+        w["metadata"]["name"]
+        for w in workloads(docs)
+        for c in containers(w)
+        if any(e["name"] == "RINGLEADER_TOKEN" for e in c.get("env", []))
+    }
+    assert users == {"ringleader-control", "ringleader-proxy", "ringleader-register-backends"}
+    if overlay == "dev":
+        secret = find(docs, "Secret", name)
+        assert key in secret["data"]
+    else:
+        # Created out of band; the runbook says how.
+        assert not of_kind(docs, "Secret")
+        assert name == "ringleader-token"
+        assert "ringleader-token" in (ROOT / "docs" / "runbook.md").read_text()
+
+
+@overlays
+def test_ringleader_image_set_by_overlay(overlay: str) -> None:
+    kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+    (image,) = [i for i in kustomization["images"] if i["name"] == "ringleader"]
+    expected = f"{image['newName']}:{image['newTag']}"
+    docs = render(overlay)
+    for name in ("ringleader-control", "ringleader-proxy", "ringleader-register-backends"):
+        kind = {"ringleader-control": "StatefulSet", "ringleader-proxy": "Deployment"}.get(
+            name, "Job"
+        )
+        assert [c["image"] for c in containers(find(docs, kind, name))] == [expected]
+
+
+# -- example cache servers and their registration ----------------------------------------
+
+
+@overlays
+def test_registration_job_adds_every_cache_pod(overlay: str, tmp_path: Path) -> None:
+    docs = render(overlay)
+    expected: set[tuple[str, int]] = set()
+    for component in ("memcached", "redis"):
+        (sts,) = [
+            s for s in of_kind(docs, "StatefulSet")
+            if s["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        ]  # fmt: skip
+        (container,) = containers(sts)
+        port = port_number(container, component)
+        service = service_named(docs, sts["spec"]["serviceName"])
+        assert service["spec"]["clusterIP"] == "None", "stable per-pod DNS names"
+        name = sts["metadata"]["name"]
+        expected |= {
+            (f"{name}-{i}.{sts['spec']['serviceName']}", port)
+            for i in range(sts["spec"]["replicas"])
+        }
+
+    job = find(docs, "Job", "ringleader-register-backends")
+    assert job["spec"]["activeDeadlineSeconds"] > 0, "retries are bounded"
+    (container,) = containers(job)
+    registered: set[tuple[str, int]] = set()
+    pools: set[str] = set()
+    for argv in run_with_stub(container, "ringleader-register-backends-x", tmp_path):
+        args = parse_ringleader(argv)
+        assert (args.command, args.action) == ("backend", "add")
+        assert args.control == ["http://ringleader-control:7000"]
+        spec = parse_backend_url(args.target)
+        registered.add((spec.host, spec.port))
+        pools.add(args.pool)
+    assert registered == expected
+    # The proxies serve the pool the Job fills.
+    proxy_args = find(docs, "Deployment", "ringleader-proxy")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert pools == {proxy_args[proxy_args.index("--pool") + 1]}
+
+
+# -- monitoring (CRDs: no schema in kubernetes-validate, so checked here) -----------------
+
+
+@overlays
+def test_monitoring_objects(overlay: str) -> None:
+    docs = render(overlay)
+    services = of_kind(docs, "Service")
+    monitors = of_kind(docs, "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {"ringleader-proxy", "ringleader-control"}
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == RELEASE_LABEL[overlay]
+        selected = [
+            s for s in services if selects(monitor["spec"]["selector"]["matchLabels"],
+                                           s["metadata"]["labels"])
+        ]  # fmt: skip
+        assert len(selected) == 1, f"{monitor['metadata']['name']} selects {len(selected)}"
+        port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names
+            assert endpoint["path"] == "/metrics"
+        if monitor["metadata"]["name"] == "ringleader-control":
+            # Scrape nodes that are not Ready too: those are the ones without a leader.
+            assert selected[0]["spec"]["publishNotReadyAddresses"] is True
+
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == RELEASE_LABEL[overlay]
+    assert rule["spec"] == load_rules(), "PrometheusRule differs from ringleader.rules.yml"
+
+
+@overlays
+def test_grafana_dashboard_configmap(overlay: str) -> None:
+    config_map = find(render(overlay), "ConfigMap", "ringleader-grafana-dashboards")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    files = sorted((ROOT / "dashboards" / "grafana").glob("*.json"))
+    assert files
+    assert config_map["data"] == {f.name: f.read_text() for f in files}
