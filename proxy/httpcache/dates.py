@@ -1,6 +1,7 @@
 """HTTP-date parsing and formatting (RFC 9110 §5.6.7)."""
 
 import calendar
+import functools
 import time
 
 _SHORT_DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
@@ -37,10 +38,8 @@ def parse_http_date(value: bytes, now: float) -> int | None:
         return None
     parts = value.split()
     if len(parts) == 6:  # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        weekday, day, month, year, clock, zone = parts
-        if weekday[:-1] not in _SHORT_DAY_SET or weekday[-1:] != b"," or len(day) != 2:
-            return None
-    elif len(parts) == 4:  # rfc850-date: Sunday, 06-Nov-94 08:49:37 GMT
+        return _imf_fixdate(value)
+    if len(parts) == 4:  # rfc850-date: Sunday, 06-Nov-94 08:49:37 GMT
         weekday, date, clock, zone = parts
         if weekday[:-1] not in _LONG_DAYS or weekday[-1:] != b"," or len(date) != 9:
             return None
@@ -54,6 +53,16 @@ def parse_http_date(value: bytes, now: float) -> int | None:
         if weekday not in _SHORT_DAY_SET or not 1 <= len(day) <= 2:
             return None
     else:
+        return None
+    return _timestamp(day, month, year, clock) if zone == b"GMT" else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _imf_fixdate(value: bytes) -> int | None:
+    """IMF-fixdate alone: it does not depend on ``now``, so its parses are memoised.
+    Every cache hit re-reads the same few stored Date values."""
+    weekday, day, month, year, clock, zone = value.split()
+    if weekday[:-1] not in _SHORT_DAY_SET or weekday[-1:] != b"," or len(day) != 2:
         return None
     return _timestamp(day, month, year, clock) if zone == b"GMT" else None
 
