@@ -363,7 +363,7 @@ def main() -> None:
             group.cleanup()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, r in results.items():
         rows.append((name, f"{r['failover_median_s']:.3f}", f"{r['failover_p99_s']:.3f}",
                      f"{r['failover_max_s']:.3f}", f"{r['c1']['writes_per_s']:.0f}",

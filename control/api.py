@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,8 @@ from typing import Any
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -88,14 +90,30 @@ class ControlAPI:
             routes=[
                 Route(path, self._counted(path, handler), methods=methods)
                 for path, handler, methods in routes
-            ]
+            ],
+            exception_handlers={HTTPException: self._http_error},
         )
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        """Unknown routes and methods answer in JSON like every other error."""
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        response = error(
+            exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}"
+        )
+        response.headers.update(exc.headers or {})
+        self._metrics.api_requests.labels("unmatched", str(exc.status_code)).inc()
+        return response
 
     def _counted(self, template: str, handler: Handler) -> Handler:
         requests = self._metrics.api_requests
 
         async def endpoint(request: Request) -> Response:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except ClientDisconnect:
+                # Nobody is left to answer; 499 only labels the metric, as nginx does.
+                response = Response(status_code=499)
             requests.labels(template, str(response.status_code)).inc()
             return response
 
@@ -200,11 +218,12 @@ class ControlAPI:
             return await self._read(request, view)
         try:
             after = int(wait_epoch)
-            timeout = min(float(request.query_params.get("timeout", "30")), MAX_WATCH_SECONDS)
+            timeout = float(request.query_params.get("timeout", "30"))
         except ValueError:
             return error(400, "bad_request", "wait_epoch is a whole number, timeout seconds")
-        if timeout < 0:
-            return error(400, "bad_request", "timeout must be >= 0")
+        if not math.isfinite(timeout) or timeout < 0:
+            return error(400, "bad_request", "timeout must be a number of seconds >= 0")
+        timeout = min(timeout, MAX_WATCH_SECONDS)
 
         def advanced() -> bool:
             pool = self._node.registry.pools.get(pool_name)

@@ -311,7 +311,7 @@ class Registry:
             raise CommandError(400, "bad_pool", "a pool name is letters, digits, - and _")
         hash_name = validate_hash(c.get("hash", "fnv1a_64"))
         replicas = c.get("replicas", 1)
-        if not isinstance(replicas, int) or not 1 <= replicas <= 5:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
             raise CommandError(400, "bad_pool", "replicas must be a whole number from 1 to 5")
         existing = self.pools.get(name)
         if existing is not None:

@@ -122,6 +122,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 async def serve(config: ControlConfig, storage: DiskStorage) -> None:
+    # Handlers first: a SIGTERM during start-up must still mean a clean stop.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     sock = bind(config.listen, "--listen")
     metrics = ControlMetrics()
     others = {i: u for i, u in config.peers.items() if i != config.node_id}
@@ -141,9 +146,12 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
             timeout_graceful_shutdown=2,
         )
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+
+    async def stop_on_signal() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    stopper = asyncio.create_task(stop_on_signal())
     transport.start()
     node.start()
     detector_task = asyncio.create_task(detector.run(), name="detector")
@@ -156,6 +164,7 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
     try:
         await server.serve(sockets=[sock])
     finally:
+        stopper.cancel()
         detector_task.cancel()
         await node.stop()
         await transport.close()

@@ -235,6 +235,11 @@ class Supervisor:
 
 
 async def serve(config: ProxyConfig) -> None:
+    # Handlers first: a SIGTERM during start-up must still mean a clean stop.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     data_sock = bind(config.listen, "--listen")
     admin_sock = bind(config.admin, "--admin")
     supervisor = Supervisor(config, data_sock)
@@ -253,10 +258,6 @@ async def serve(config: ProxyConfig) -> None:
             log_config=None,
         )
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await supervisor.prober.watch(supervisor.ring.backends)
     supervisor.start_workers()
     background = [

@@ -270,6 +270,13 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, dict[str, str] | None, int, str | N
      400, "bad_request"),
     ("watch-negative-timeout", "GET", "/v1/pools/default/ring", None,
      {"wait_epoch": "1", "timeout": "-1"}, 400, "bad_request"),
+    ("watch-nan-timeout", "GET", "/v1/pools/default/ring", None,
+     {"wait_epoch": "0", "timeout": "nan"}, 400, "bad_request"),
+    ("report-unknown-pool", "POST", "/v1/pools/nope/reports", {"proxy": "p", "backends": {}},
+     None, 404, "unknown_pool"),
+    ("report-no-proxy", "POST", "/v1/pools/default/reports", {"backends": {}}, None,
+     400, "bad_report"),
+    ("report-bad-json", "POST", "/v1/pools/default/reports", b"{", None, 400, "bad_json"),
     ("events-bad-limit", "GET", "/v1/events", None, {"limit": "many"}, 400, "bad_request"),
     # Routing errors are bad requests too (see the report: starlette's defaults are text).
     ("unknown-route", "GET", "/v1/nothing-here", None, None, 404, None),

@@ -62,8 +62,10 @@ POOLS = {"default": "memcached", "redis": "redis"}
 class FleetControl(ControlCluster):
     """A `ControlCluster` whose nodes run with the given failure-detector flags."""
 
-    def __init__(self, procs: ProcessGroup, workdir: Path, detector_args: list[str]) -> None:
-        super().__init__(procs, workdir, 3)
+    def __init__(
+        self, procs: ProcessGroup, workdir: Path, detector_args: list[str], relays: bool = False
+    ) -> None:
+        super().__init__(procs, workdir, 3, relays=relays)
         self.detector_args = detector_args
 
     def argv(self, node_id: int) -> list[str]:
@@ -174,7 +176,7 @@ class Fleet:
     def __init__(
         self, workdir: Path, *, hysteresis: float = HYSTERESIS, report_ttl: float = REPORT_TTL,
         extra_control: list[str] | None = None, proxies_per_pool: int = 2,
-        pools: dict[str, str] | None = None,
+        pools: dict[str, str] | None = None, control_relays: bool = False,
     ) -> None:  # fmt: skip
         self.workdir = workdir
         self.procs = ProcessGroup(workdir)
@@ -182,7 +184,7 @@ class Fleet:
         self.report_ttl = report_ttl
         detector = ["--hysteresis", str(hysteresis), "--report-ttl", str(report_ttl),
                     *(extra_control or [])]  # fmt: skip
-        self.control = FleetControl(self.procs, workdir / "control", detector)
+        self.control = FleetControl(self.procs, workdir / "control", detector, control_relays)
         self.pools = dict(pools or POOLS)
         self.proxies_per_pool = proxies_per_pool
         self.backends: dict[str, list[Backend]] = {p: [] for p in self.pools}
