@@ -38,6 +38,8 @@ FORWARDED = "x-ringleader-forwarded"
 REQUEST_ID = "x-request-id"
 WHO = "x-ringleader-who"
 MAX_WATCH_SECONDS = 60.0
+# How often a waiting watch re-checks that its node still knows a leader.
+LEADER_CHECK_SECONDS = 0.5
 MAX_BODY_BYTES = 1 << 20
 FORWARD_TIMEOUT = 10.0
 
@@ -233,12 +235,29 @@ class ControlAPI:
             return view()
         self._metrics.watchers.inc()
         try:
-            async with asyncio.timeout(timeout):
-                await self._node.wait_for_change(advanced)
-        except TimeoutError:
-            pass  # the caller sees the unchanged epoch and asks again
+            return await self._watch(advanced, asyncio.get_running_loop().time() + timeout, view)
         finally:
             self._metrics.watchers.dec()
+
+    async def _watch(
+        self, advanced: Callable[[], bool], deadline: float, view: Callable[[], Response]
+    ) -> Response:
+        """Waits for `advanced()`, but only while this node knows a leader: a node cut off
+        from the majority would otherwise keep its watchers on an old ring while the
+        majority moves on. Its 503 sends them to another node; if every node is cut off,
+        proxies keep the ring they have (static stability)."""
+        loop = asyncio.get_running_loop()
+        while not advanced():
+            if self._node.soft_state.leader is None:
+                return error(503, "no_leader", "this node knows no leader; ask another node")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break  # the caller sees the unchanged epoch and asks again
+            try:
+                async with asyncio.timeout(min(remaining, LEADER_CHECK_SECONDS)):
+                    await self._node.wait_for_change(advanced)
+            except TimeoutError:
+                continue
         return view()
 
     # -- writes ------------------------------------------------------------------------------

@@ -59,10 +59,13 @@ class RingWatcher:
         backoff = BACKOFF_MIN
         while True:
             try:
+                # After a failure, ask without waiting: the first answer both brings any
+                # ring committed meanwhile and tells at once that the plane is back.
+                wait = 0.0 if self.last_error is not None else WATCH_SECONDS
                 reply = await self._client.request(
                     "GET", self._path,
-                    params={"wait_epoch": self.epoch, "timeout": WATCH_SECONDS},
-                    read_timeout=WATCH_SECONDS + 5,
+                    params={"wait_epoch": self.epoch, "timeout": wait},
+                    read_timeout=wait + 5,
                 )  # fmt: skip
                 state = ring_state(reply.body)
             except (ControlError, ValueError) as exc:

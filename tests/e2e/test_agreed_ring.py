@@ -582,10 +582,6 @@ def test_proxies_keep_serving_when_the_whole_control_plane_is_down(fleet: Fleet)
         late.process.kill()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy/watch.py clears control_error and sets ringleader_proxy_control_up only when a "
-    "ring long-poll returns, so after the control plane comes back both stay 'down' for up "
-    "to WATCH_SECONDS (25 s) while the watch is already re-established"))  # fmt: skip
 def test_proxies_report_the_control_plane_back_promptly(fleet: Fleet) -> None:
     """Once the control plane is back, /status and ringleader_proxy_control_up say so
     within the watch's retry backoff (at most 5 s, jittered), not a long-poll later."""

@@ -25,10 +25,6 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         f.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "control/api.py serves the ring long-poll from the node's own applied state even when "
-    "the node has lost its leader, and proxy/watch.py stays on a node as long as it "
-    "answers: proxies watching a partitioned node never see the majority's new rings"))  # fmt: skip
 def test_proxies_follow_the_majority_when_their_watch_node_is_partitioned(
     fleet: Fleet,
 ) -> None:
