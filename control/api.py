@@ -143,11 +143,8 @@ class ControlAPI:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, _: Request) -> Response:
-        status = self._node.status()
-        if status["leader"] is None:
-            return JSONResponse({"status": "not ready", "reason": "no known leader"}, 503)
-        if status["applied_index"] < status["commit_index"]:
-            reason = f"applied {status['applied_index']} of {status['commit_index']} committed"
+        reason = self._node.catching_up()
+        if reason is not None:
             return JSONResponse({"status": "not ready", "reason": reason}, 503)
         return JSONResponse({"status": "ready"})
 
@@ -242,14 +239,17 @@ class ControlAPI:
     async def _watch(
         self, advanced: Callable[[], bool], deadline: float, view: Callable[[], Response]
     ) -> Response:
-        """Waits for `advanced()`, but only while this node knows a leader: a node cut off
-        from the majority would otherwise keep its watchers on an old ring while the
-        majority moves on. Its 503 sends them to another node; if every node is cut off,
-        proxies keep the ring they have (static stability)."""
+        """Waits for `advanced()`, but only while this node is caught up with a leader: a
+        node cut off from the majority, or just restarted, would otherwise serve an old
+        ring while the majority has moved on. Its 503 sends watchers to another node; if
+        every node is cut off, proxies keep the ring they have (static stability)."""
         loop = asyncio.get_running_loop()
-        while not advanced():
-            if self._node.soft_state.leader is None:
-                return error(503, "no_leader", "this node knows no leader; ask another node")
+        while True:
+            behind = self._node.catching_up()
+            if behind is not None:
+                return error(503, "not_caught_up", f"{behind}; ask another node")
+            if advanced():
+                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break  # the caller sees the unchanged epoch and asks again

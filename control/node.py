@@ -277,6 +277,23 @@ class RaftNode:
 
     # -- views -------------------------------------------------------------------------------
 
+    def catching_up(self) -> str | None:
+        """Why this node's applied state may be behind the cluster's, or None if it is not.
+
+        Knowing a leader is not enough: after a restart the stored commit index may lag
+        (the driver does not fsync commit-only changes) and is relearned from the leader.
+        Once this node has applied an entry of the current term (the leader's no-op at
+        least), it has applied everything committed before this term began, so what it
+        serves is current up to normal replication lag.
+        """
+        core = self.core
+        if core.leader is None:
+            return "no known leader"
+        applied = self.registry.applied_index
+        if core.term_at(applied) != core.term:
+            return f"applied index {applied} is from before term {core.term}; catching up"
+        return None
+
     @property
     def soft_state(self) -> SoftState:
         return self.core.soft_state
