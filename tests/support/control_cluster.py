@@ -106,7 +106,7 @@ class RelayNetwork:
             except OSError:
                 return
             link.writers.add(upstream)
-            await asyncio.gather(_pump(reader, upstream), _pump(up_reader, writer))
+            await asyncio.gather(pump(reader, upstream), pump(up_reader, writer))
         finally:
             for w in (writer, upstream):
                 if w is not None:
@@ -152,7 +152,8 @@ class RelayNetwork:
         self._thread.join(5)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copies `reader` into `writer` until EOF, then drops the connection."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -423,9 +424,7 @@ def parse_metric(text: str, name: str, labels: dict[str, str] | None = None) -> 
         metric, _, rest = series.partition("{")
         if metric != name:
             continue
-        found = dict(
-            part.split("=", 1) for part in rest.rstrip("}").split(",") if "=" in part
-        )
+        found = dict(part.split("=", 1) for part in rest.rstrip("}").split(",") if "=" in part)
         found = {k: v.strip('"') for k, v in found.items()}
         if all(found.get(k) == v for k, v in want.items()):
             total += float(value)

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.control_cluster import ControlCluster, parse_metric
+from tests.support.control_cluster import ControlCluster, parse_metric, pump
 from tests.support.servers import (
     LOOPBACK,
     STARTUP_DEADLINE,
@@ -649,7 +649,7 @@ class SelectiveRelay:
         self._conns[writer] = None
         self._conns[up_writer] = None
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         finally:
             for w in (writer, up_writer):
                 self._conns.pop(w, None)
@@ -684,14 +684,3 @@ class SelectiveRelay:
             self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        writer.transport.abort()
