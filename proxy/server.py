@@ -151,6 +151,8 @@ class Supervisor:
         worker.process.join()
         if worker.process.pid is not None:
             self.merged.retire(worker.process.pid)
+            pid = worker.process.pid
+            self._traffic_errors = {k: v for k, v in self._traffic_errors.items() if k[0] != pid}
         del self._workers[worker.index]
         self.metrics.workers.labels().set(len(self._workers))
         if self._stopping:
