@@ -598,11 +598,13 @@ def test_linearizable_under_random_faults(procs: ProcessGroup) -> None:
 
 
 @pytest.mark.long
-@pytest.mark.timeout(1800)
-@pytest.mark.parametrize("run", range(8))
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("run", range(12))
 def test_linearizable_under_random_faults_long(
     procs: ProcessGroup, run: int, tmp_path: Path
 ) -> None:
+    # More seeds of the default run's size, not longer runs: with ~3,500 unknown-outcome
+    # writes (90 s, 6 clients) the WGL search did not finish in 10 minutes.
     base = os.environ.get("RINGLEADER_TEST_SEED")
     seed = int(base) + run if base else random.SystemRandom().randrange(2**32)
-    run_linearizability(procs, seed, seconds=90, clients=6)
+    run_linearizability(procs, seed, seconds=25, clients=4)
