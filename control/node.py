@@ -74,6 +74,8 @@ class RaftNode:
         self._applied_changed = asyncio.Condition()
         self._soft = self.core.soft_state
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = asyncio.Event()
+        self.failure: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -155,13 +157,20 @@ class RaftNode:
     # -- the Ready loop ----------------------------------------------------------------------
 
     async def _process(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.core.has_ready():
-                await self._handle(self.core.ready())
-            if self.core.snapshot_due:
-                await self._compact()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.core.has_ready():
+                    await self._handle(self.core.ready())
+                if self.core.snapshot_due:
+                    await self._compact()
+        except Exception as exc:
+            # A node that cannot persist must stop: serving on would answer from state it
+            # can no longer make durable.
+            self.failure = f"raft driver stopped: {exc}"
+            log.critical(self.failure, exc_info=True)
+            self.failed.set()
 
     async def _handle(self, rd: Ready) -> None:
         durable = self._durable_part(rd)

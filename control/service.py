@@ -18,6 +18,7 @@ from control.metrics import ControlMetrics
 from control.node import RaftNode
 from control.raft.config import RaftConfig
 from control.raft.diskstore import DiskStorage
+from control.raft.errors import StorageError
 from control.raft.types import NodeId
 from control.token import TokenError, load_token
 from control.transport import HttpTransport
@@ -147,11 +148,15 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         )
     )
 
-    async def stop_on_signal() -> None:
-        await stop.wait()
+    async def stop_on_signal_or_failure() -> None:
+        signalled = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(node.failed.wait())
+        await asyncio.wait({signalled, failed}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        failed.cancel()
         server.should_exit = True
 
-    stopper = asyncio.create_task(stop_on_signal())
+    stopper = asyncio.create_task(stop_on_signal_or_failure())
     transport.start()
     node.start()
     detector_task = asyncio.create_task(detector.run(), name="detector")
@@ -169,3 +174,5 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         await node.stop()
         await transport.close()
         await api.close()
+    if node.failure is not None:
+        raise StorageError(node.failure)
