@@ -12,19 +12,27 @@ class TokenError(ValueError):
     pass
 
 
+def read_token_file(path: str, option: str = "--token-file") -> str:
+    """A secret from a file; the message of a TokenError names `option` and the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise TokenError(f"{option} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TokenError(f"{option} {path}: not a text file") from None
+    if not token:
+        raise TokenError(f"{option} {path}: the file is empty")
+    # It travels in an Authorization header.
+    if not token.isascii() or not token.isprintable():
+        raise TokenError(f"{option} {path}: expected one printable ASCII token")
+    return token
+
+
 def load_token(token_file: str | None) -> str | None:
     """The token from `--token-file`, else from $RINGLEADER_TOKEN, else None."""
     if token_file:
-        try:
-            with open(token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as exc:
-            raise TokenError(f"--token-file {token_file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise TokenError(f"--token-file {token_file}: not a text file") from None
-        if not token:
-            raise TokenError(f"--token-file {token_file}: the file is empty")
-        return token
+        return read_token_file(token_file)
     token = os.environ.get(TOKEN_ENV, "").strip()
     return token or None
 

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.token import TokenError, load_token
+from control.token import TokenError, load_token, read_token_file
 from proxy.backend_url import BackendSpec, BackendURLError, parse_backend_url
 from proxy.backends import ClientSettings
 from proxy.ring.hashes import KEY_HASHES
@@ -173,13 +173,9 @@ def _token(path: Any) -> str | None:
     if path is None:
         return None
     try:
-        with open(str(path), encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"--purge-token-file {path}: {exc.strerror}") from None
-    if not token or not token.isascii() or not token.isprintable():
-        raise ConfigError(f"--purge-token-file {path}: expected one printable ASCII token")
-    return token
+        return read_token_file(str(path), "--purge-token-file")
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _list(name: str, value: Any) -> list[str]:

@@ -26,6 +26,7 @@ from types import TracebackType
 
 from control.raft.errors import CorruptRecordError, DataDirError, StorageError
 from control.raft.records import encode_record, scan_records
+from control.raft.storage import append_offset
 from control.raft.types import Entry, EntryKind, HardState, Snapshot
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,12 @@ class DiskStorage:
         return list(self._entries)
 
     def append(self, entries: Sequence[Entry]) -> None:
-        first = entries[0].index
-        if not self._base < first <= self._base + len(self._entries) + 1:
-            raise ValueError(f"append at {first} leaves a gap after {self._last_index()}")
+        offset = append_offset(self._base, self._entries, entries)
         record = encode_record(_encode_entries(entries))
         with _io_errors(self._file(LOG_FILE)):
             _write_all(self._log_fd, record)
             os.fsync(self._log_fd)
-        del self._entries[first - self._base - 1 :]
+        del self._entries[offset:]
         self._entries.extend(entries)
 
     def compact(self, through: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from control.raft.storage import append_offset
 from control.raft.types import Entry, HardState, Snapshot
 
 
@@ -25,10 +26,7 @@ class MemoryStorage:
         return list(self._entries)
 
     def append(self, entries: Sequence[Entry]) -> None:
-        first = entries[0].index
-        if not self._base < first <= self._base + len(self._entries) + 1:
-            raise ValueError(f"append at {first} leaves a gap after {self.last_index}")
-        del self._entries[first - self._base - 1 :]
+        del self._entries[append_offset(self._base, self._entries, entries) :]
         self._entries.extend(entries)
 
     def compact(self, through: int) -> None:

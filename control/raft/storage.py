@@ -55,6 +55,15 @@ class Storage(LogStore, StableStore, SnapshotStore, Protocol):
     """Everything a node keeps durably."""
 
 
+def append_offset(base: int, stored: Sequence[Entry], entries: Sequence[Entry]) -> int:
+    """Where `entries` start in a log holding `stored` after `base`: every store replaces
+    stored entries from there on. ValueError if the append would leave a gap."""
+    first = entries[0].index
+    if not base < first <= base + len(stored) + 1:
+        raise ValueError(f"append at {first} leaves a gap after {base + len(stored)}")
+    return first - base - 1
+
+
 def load_state(storage: Storage) -> PersistentState:
     """Reads what a core needs to restart.
 
