@@ -29,10 +29,10 @@ from starlette.routing import Route
 from control.detector import DetectorLoop
 from control.metrics import ControlMetrics
 from control.node import ProposalFailed, RaftNode
-from control.raft.codec import CodecError, decode_message
 from control.raft.types import NodeId, Role
 from control.registry import CommandError, validate_backend_url
 from control.token import authorized
+from control.transport import FrameError, FrameReader
 
 FORWARDED = "x-ringleader-forwarded"
 REQUEST_ID = "x-request-id"
@@ -50,6 +50,13 @@ def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
+def _closing(response: Response) -> Response:
+    """`response` on a connection that then closes: a peer still streaming its request
+    body learns of the answer when its next write fails."""
+    response.headers["connection"] = "close"
+    return response
+
+
 class ControlAPI:
     def __init__(
         self,
@@ -65,6 +72,7 @@ class ControlAPI:
         self._token = token
         self._metrics = metrics
         self._forwarder = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
+        self._ending_streams = asyncio.Event()
 
     async def close(self) -> None:
         await self._forwarder.aclose()
@@ -124,18 +132,37 @@ class ControlAPI:
     # -- peer RPC ----------------------------------------------------------------------------
 
     async def peer_messages(self, request: Request) -> Response:
+        """A peer's message stream (see control.transport), stepped frame by frame."""
         if not authorized(self._token, request.headers.get("authorization")):
             self._metrics.peer_rpc_rejected.labels("token").inc()
-            return error(401, "unauthorized", "peer RPC needs the cluster token")
+            return _closing(error(401, "unauthorized", "peer RPC needs the cluster token"))
+        stream = asyncio.ensure_future(self._step_stream(request))
+        ending = asyncio.ensure_future(self._ending_streams.wait())
+        await asyncio.wait({stream, ending}, return_when=asyncio.FIRST_COMPLETED)
+        ending.cancel()
+        if not stream.done():
+            stream.cancel()
+            return _closing(Response(status_code=204))  # this node is shutting down
         try:
-            batch = json.loads(await request.body())
-            messages = [decode_message(m) for m in batch]
-        except (ValueError, TypeError, CodecError) as exc:
+            stream.result()
+        except FrameError as exc:
             self._metrics.peer_rpc_rejected.labels("malformed").inc()
-            return error(400, "bad_message", f"undecodable peer message: {exc}"[:300])
-        for m in messages:
-            self._node.step(m)
+            return _closing(error(400, "bad_message", str(exc)))
         return Response(status_code=204)
+
+    async def _step_stream(self, request: Request) -> None:
+        frames = FrameReader()
+        async for data in request.stream():
+            for batch in frames.feed(data):
+                for m in batch:
+                    self._node.step(m)
+        for batch in frames.end():
+            for m in batch:
+                self._node.step(m)
+
+    def end_peer_streams(self) -> None:
+        """Answers every open peer stream, so a graceful shutdown need not wait for them."""
+        self._ending_streams.set()
 
     # -- probes and metrics ------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 each Ready in the order its contract states (persist, then send, then apply).
 
 Persisting runs in a worker thread, so a slow fsync never blocks the event loop: HTTP is
-served, messages are stepped and ticks keep counting meanwhile. Heartbeats produced during
-a write go out as soon as it completes.
+served, messages are stepped and ticks keep counting meanwhile. A leader's heartbeats are
+taken from the core on every tick, so they keep flowing while a write is in flight.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from control.metrics import ControlMetrics
 from control.raft.config import TICK_SECONDS, RaftConfig
 from control.raft.core import RaftCore
 from control.raft.errors import NotLeader, RequestDropped
-from control.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, TimeoutNow
+from control.raft.messages import Message
 from control.raft.ready import Ready
 from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
 from control.raft.types import EntryKind, NodeId, Role, SoftState
@@ -30,7 +30,6 @@ from control.registry import Registry
 
 log = logging.getLogger("ringleader.raft")
 
-_LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 PROPOSAL_TIMEOUT = 5.0
 READ_TIMEOUT = 5.0
 
@@ -97,6 +96,8 @@ class RaftNode:
             next_tick += TICK_SECONDS
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             self.core.tick()
+            # Heartbeats go out now even if a slow write holds up the Ready loop.
+            self._send(self.core.take_messages())
             self._wake.set()
 
     # -- inputs ------------------------------------------------------------------------------
@@ -175,12 +176,14 @@ class RaftNode:
     async def _handle(self, rd: Ready) -> None:
         durable = self._durable_part(rd)
         if durable.snapshot is not None or durable.entries or durable.hard_state is not None:
-            early, late = self._split_messages(rd, durable)
-            self._send(early)
+            early = rd.messages_may_precede_persist
+            if early:
+                self._send(rd.messages)
             started = time.perf_counter()
             await asyncio.to_thread(persist_ready, self._storage, durable)
             self._metrics.fsync_duration.observe(time.perf_counter() - started)
-            self._send(late)
+            if not early:
+                self._send(rd.messages)
         else:
             self._send(rd.messages)
         applied_before = self.registry.applied_index
@@ -231,26 +234,6 @@ class RaftNode:
         if hs is not None and (hs.term, hs.vote) == (stored.term, stored.vote):
             return dataclasses.replace(rd, hard_state=None)
         return rd
-
-    @staticmethod
-    def _split_messages(
-        rd: Ready, durable: Ready
-    ) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
-        """(messages that may go out while `durable` is written, messages that must wait).
-
-        A leader whose term and vote are already stored may replicate in parallel with its
-        own write (Raft dissertation §10.2.1): its AppendEntries, heartbeats and snapshots
-        promise nothing about its own disk. A follower's ack of those entries can only move
-        the commit index in memory; the commit takes effect (applied, acknowledged, sent)
-        from the next Ready, which is handled after this write completes, so every
-        acknowledged entry is on the leader's disk too. Anything else, and everything in a
-        Ready that changes term or vote, waits for the write.
-        """
-        if rd.soft_state.role is not Role.LEADER or durable.hard_state is not None:
-            return (), rd.messages
-        early = tuple(m for m in rd.messages if isinstance(m, _LEADER_MESSAGES))
-        late = tuple(m for m in rd.messages if not isinstance(m, _LEADER_MESSAGES))
-        return early, late
 
     def _on_soft_state(self, soft: SoftState) -> None:
         previous, self._soft = self._soft, soft

@@ -154,6 +154,7 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         await asyncio.wait({signalled, failed}, return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()
         failed.cancel()
+        api.end_peer_streams()
         server.should_exit = True
 
     stopper = asyncio.create_task(stop_on_signal_or_failure())

@@ -16,10 +16,11 @@ class RaftLog:
 
     Invariants: entries are contiguous and their terms never decrease; ``base`` is at most
     the latest snapshot's index; entries at or below ``unstable_from - 1`` have been handed
-    to the driver for persistence.
+    to the driver for persistence; entries at or below ``durable_index`` are on disk exactly
+    as they are here.
     """
 
-    __slots__ = ("_base", "_base_term", "_entries", "_unstable_from", "snapshot")
+    __slots__ = ("_base", "_base_term", "_durable", "_entries", "_unstable_from", "snapshot")
 
     def __init__(self, snapshot: Snapshot | None, entries: Sequence[Entry]) -> None:
         self.snapshot = snapshot
@@ -27,6 +28,7 @@ class RaftLog:
         self._base_term = snapshot.term if snapshot else 0
         self._entries = list(_after_base(self._base, self._base_term, entries))
         self._unstable_from = self.last_index + 1
+        self._durable = self.last_index
 
     @property
     def base(self) -> int:
@@ -39,6 +41,10 @@ class RaftLog:
     @property
     def last_index(self) -> int:
         return self._base + len(self._entries)
+
+    @property
+    def durable_index(self) -> int:
+        return self._durable
 
     @property
     def last_term(self) -> int:
@@ -97,6 +103,7 @@ class RaftLog:
                     raise LogSafetyError(f"conflict at committed index {entry.index}")
                 del self._entries[entry.index - self._base - 1 :]
                 self._unstable_from = min(self._unstable_from, entry.index)
+                self._durable = min(self._durable, entry.index - 1)
             self._entries.extend(entries[pos:])
             break
         return prev_index + len(entries)
@@ -112,6 +119,16 @@ class RaftLog:
     def has_unstable(self) -> bool:
         return self._unstable_from <= self.last_index
 
+    def mark_durable(self, index: int, term: int) -> None:
+        """Records that the driver persisted entries through (``index``, ``term``).
+
+        Ignored when the log no longer holds that entry: it was replaced while being
+        written, and its replacement is not durable until its own write completes. Entries
+        with the same index and term are the same entry, so the term check suffices.
+        """
+        if self.term_at(index) == term:
+            self._durable = max(self._durable, index)
+
     def compact(self, snapshot: Snapshot, through: int) -> None:
         """Records a local snapshot and drops entries up to ``through``."""
         if not self._base <= through <= snapshot.index <= self.last_index:
@@ -125,6 +142,7 @@ class RaftLog:
 
     def install(self, snapshot: Snapshot) -> None:
         """Replaces the whole log with a leader's snapshot."""
+        self._durable = min(self._durable, self._base)
         self.snapshot = snapshot
         self._base = snapshot.index
         self._base_term = snapshot.term

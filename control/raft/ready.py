@@ -14,7 +14,10 @@ class Ready:
 
     1. Persist durably: ``snapshot`` (then reset the log to it), ``entries`` (replacing any
        stored entries at the same or higher indexes), then ``hard_state``.
-    2. Send ``messages``. Never before step 1 completes: they promise what step 1 stores.
+    2. Send ``messages``. Never before step 1 completes: they promise what step 1 stores,
+       unless ``messages_may_precede_persist``: a leader whose term and vote are already
+       stored may replicate while its own write is in flight (Raft dissertation §10.2.1),
+       because its commit index never counts its own unpersisted entries.
     3. Restore the state machine from ``snapshot`` if set, then apply ``committed_entries``
        in order (NOOP entries carry no command but still advance the applied index).
     4. Answer ``read_states`` once the state machine has applied their ``index``.
@@ -30,6 +33,7 @@ class Ready:
     messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
+    messages_may_precede_persist: bool = False
 
 
 @dataclass(frozen=True, slots=True)

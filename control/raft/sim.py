@@ -301,6 +301,7 @@ class Simulation:
             node = slot.running(now)
             if node is not None:
                 node.core.tick()
+                self._send(node.core.take_messages())
         for m in self.network.due(now):
             slot = self.slots[m.to - 1]
             if slot.node is None:
@@ -368,7 +369,7 @@ class Simulation:
         stored_last = slot.storage.last_index
         storage = None if crash_ops is None else _CrashingStorage(slot.storage, crash_ops)
         try:
-            rd = node.process_ready(storage)
+            rd = node.process_ready(self._send, storage)
             if rd is not None:
                 if rd.snapshot is not None or (rd.entries and rd.entries[0].index <= stored_last):
                     self._stored_logs_shrank = True
@@ -379,6 +380,10 @@ class Simulation:
             self._stored_logs_shrank = True
             self._crash(slot)
 
+    def _send(self, messages: tuple[Message, ...]) -> None:
+        for m in messages:
+            self.network.send(m, self.now, self.rates)
+
     def _observe_ready(self, slot: _SimNode, rd: Ready) -> None:
         checker = self.checker
         if rd.entries:
@@ -386,8 +391,6 @@ class Simulation:
             checker.on_persist(slot.id, rd.entries, slot.storage.term_at(first - 1))
         if rd.hard_state is not None:
             checker.on_durable_commit(slot.id, rd.hard_state.commit)
-        for m in rd.messages:
-            self.network.send(m, self.now, self.rates)
         if rd.snapshot is not None:
             index, digest = decode_snapshot(rd.snapshot.data)
             checker.on_restore(slot.id, index, digest)

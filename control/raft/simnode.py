@@ -4,11 +4,13 @@ the simulator and the scenario tests."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from control.raft.checkers import chain_digest
 from control.raft.config import RaftConfig
 from control.raft.core import RaftCore
 from control.raft.memstore import MemoryStorage
+from control.raft.messages import Message
 from control.raft.ready import Ready
 from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
 from control.raft.types import Entry, Snapshot
@@ -55,13 +57,20 @@ class LocalNode:
         self.core = RaftCore(config, rng, state)
         self.sm = DigestStateMachine(state.snapshot)
 
-    def process_ready(self, storage: Storage | None = None) -> Ready | None:
-        """Persists, applies and advances one Ready; the caller sends its messages.
-        ``storage`` overrides where writes go (to inject a crash part-way through)."""
+    def process_ready(
+        self, send: Callable[[tuple[Message, ...]], None], storage: Storage | None = None
+    ) -> Ready | None:
+        """Persists, sends, applies and advances one Ready, sending before persisting when
+        the Ready allows it. ``storage`` overrides where writes go (to inject a crash
+        part-way through, after any early messages left)."""
         if not self.core.has_ready():
             return None
         rd = self.core.ready()
+        if rd.messages_may_precede_persist:
+            send(rd.messages)
         persist_ready(storage if storage is not None else self.storage, rd)
+        if not rd.messages_may_precede_persist:
+            send(rd.messages)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
         for entry in rd.committed_entries:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Sequence
 
 from control.metrics import ControlMetrics
@@ -11,7 +12,8 @@ from control.node import RaftNode
 from control.raft.config import RaftConfig
 from control.raft.errors import StorageError
 from control.raft.memstore import MemoryStorage
-from control.raft.types import Entry
+from control.raft.messages import Message
+from control.raft.types import Entry, Role
 
 
 class FullDisk(MemoryStorage):
@@ -54,3 +56,54 @@ def test_a_single_node_commits_and_applies_a_proposal() -> None:
         return result
 
     assert asyncio.run(scenario())["ok"] is True
+
+
+class SlowDisk(MemoryStorage):
+    """Memory storage whose appends take `delay` seconds, as a saturated disk's fsync does."""
+
+    delay = 0.0
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        time.sleep(self.delay)  # runs in the driver's persist thread, as a real fsync does
+        super().append(entries)
+
+
+def test_a_slow_leader_fsync_does_not_starve_heartbeats() -> None:
+    """A leader write that outlasts the election timeout several times over costs no
+    election: heartbeats keep flowing while it is in flight."""
+    delay = 1.5  # election timeout is 0.2-0.4 s
+
+    async def scenario() -> tuple[list[int], list[int], float]:
+        loop = asyncio.get_running_loop()
+        disks = {i: SlowDisk() for i in (1, 2, 3)}
+        nodes: dict[int, RaftNode] = {}
+
+        def send(messages: tuple[Message, ...]) -> None:
+            for m in messages:
+                loop.call_soon(nodes[m.to].step, m)
+
+        async def caught_up(node: RaftNode) -> None:
+            await node.wait_for_change(lambda: node.catching_up() is None)
+
+        for i, disk in disks.items():
+            nodes[i] = RaftNode(RaftConfig(node_id=i, peers=(1, 2, 3)), disk, send,
+                                ControlMetrics(), random.Random(i))  # fmt: skip
+            nodes[i].start()
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(caught_up(n) for n in nodes.values()))
+            terms = [n.soft_state.term for n in nodes.values()]
+            leader = next(i for i, n in nodes.items() if n.soft_state.role is Role.LEADER)
+            disks[leader].delay = delay
+            started = time.monotonic()
+            async with asyncio.timeout(10):
+                await nodes[leader].propose(b'{"op": "add_backend", "url": "memcached://10.0.0.1:11211"}')
+            elapsed = time.monotonic() - started
+            return terms, [n.soft_state.term for n in nodes.values()], elapsed
+        finally:
+            for node in nodes.values():
+                await node.stop()
+
+    before, after, elapsed = asyncio.run(scenario())
+    assert elapsed >= delay  # the write really was slow
+    assert after == before, "an election happened during the slow write"

@@ -69,9 +69,8 @@ class Cluster:
         for i in self.ids:
             if i in self.down:
                 continue
-            rd = self.nodes[i].process_ready()
+            rd = self.nodes[i].process_ready(self._pending.extend)
             if rd is not None:
-                self._pending.extend(rd.messages)
                 self.read_states[i].extend(rd.read_states)
             self.nodes[i].maybe_snapshot()
 
@@ -80,7 +79,7 @@ class Cluster:
         count = 0
         for _ in range(rounds):
             self.collect()
-            if not self._pending:
+            if not self._pending and not self._any_ready():
                 return count
             batch, self._pending = self._pending, []
             for m in batch:
@@ -90,6 +89,9 @@ class Cluster:
                 self.core(m.to).step(m)
                 count += 1
         raise AssertionError("messages still flowing after the round limit")
+
+    def _any_ready(self) -> bool:
+        return any(self.core(i).has_ready() for i in self.ids if i not in self.down)
 
     def tick(self, ids: tuple[NodeId, ...] | None = None, times: int = 1) -> None:
         for _ in range(times):

@@ -18,6 +18,7 @@ from control.raft.messages import (
     RequestVote,
     RequestVoteResponse,
 )
+from control.raft.ready import Ready
 from control.raft.types import Entry, EntryKind, HardState, PersistentState, ReadState, Role
 from tests.control.raft.harness import Cluster, log_of
 
@@ -44,10 +45,74 @@ def test_single_node_elects_itself_and_commits_its_noop() -> None:
     assert core.term == 1
     rd = core.ready()
     assert rd.entries == (Entry(1, 1, EntryKind.NOOP, b""),)
-    assert rd.hard_state == HardState(1, 1, 1)
-    assert rd.committed_entries == rd.entries
+    # Committed only once its one copy is on disk.
+    assert rd.hard_state == HardState(1, 1, 0)
+    assert rd.committed_entries == ()
     core.advance(rd)
+    rd2 = core.ready()
+    assert rd2.hard_state == HardState(1, 1, 1)
+    assert rd2.committed_entries == rd.entries
+    core.advance(rd2)
     assert core.propose(b"x") == 2
+
+
+def _leader_with_write_in_flight() -> tuple[RaftCore, Ready]:
+    """A settled 3-node leader that proposed one entry and is still persisting it."""
+    c = Cluster(3)
+    c.elect(1)
+    c.stabilize()
+    leader = c.core(1)
+    index = leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.entries[-1].index == index
+    return leader, rd
+
+
+def test_leader_counts_its_own_entry_only_once_durable() -> None:
+    leader, rd = _leader_with_write_in_flight()
+    index = rd.entries[-1].index
+    leader.step(AppendEntriesResponse(2, 1, leader.term, True, index))
+    assert leader.commit_index == index - 1
+    leader.advance(rd)
+    assert leader.commit_index == index
+
+
+def test_leader_commits_before_its_own_write_once_a_majority_of_others_has_it() -> None:
+    leader, rd = _leader_with_write_in_flight()
+    index = rd.entries[-1].index
+    for follower in (2, 3):
+        leader.step(AppendEntriesResponse(follower, 1, leader.term, True, index))
+    assert leader.commit_index == index
+
+
+def test_leader_heartbeats_flow_while_its_write_is_in_flight() -> None:
+    leader, rd = _leader_with_write_in_flight()
+    leader.step(AppendEntriesResponse(2, 1, leader.term, True, rd.entries[-1].index))
+    for _ in range(leader.config.heartbeat_ticks):
+        leader.tick()
+    beats = [m for m in leader.take_messages() if isinstance(m, Heartbeat)]
+    assert sorted(m.to for m in beats) == [2, 3]
+    # Follower 2 has the entry, but only two disks would: no heartbeat may claim it.
+    assert all(m.commit < rd.entries[-1].index for m in beats)
+    assert leader.take_messages() == ()
+
+
+def test_only_a_leader_with_a_stored_term_and_vote_sends_early() -> None:
+    core = _core(pre_vote=False)
+    while core.role is not Role.CANDIDATE:
+        core.tick()
+    campaign = core.ready()
+    assert campaign.hard_state == HardState(1, 1, 0)
+    core.step(RequestVoteResponse(2, 1, 1, True, False))
+    assert core.role is Role.LEADER
+    assert core.take_messages() == ()
+    core.advance(campaign)
+    assert {type(m) for m in core.take_messages()} == {AppendEntries}
+
+    follower = _core(node_id=2)
+    follower.step(Heartbeat(1, 2, 1, 0, 1))
+    assert follower.take_messages() == ()
+    assert follower.has_ready()
 
 
 def test_election_timeout_is_drawn_from_the_injected_rng() -> None:
