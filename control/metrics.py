@@ -68,7 +68,7 @@ class ControlMetrics:
         )
         self.peer_send_failures = Counter(
             "ringleader_raft_peer_send_failures_total",
-            "Message batches that could not be delivered to a peer.",
+            "Peer streams that broke or were refused, and messages dropped on a full queue.",
             ["peer"],
             registry=r,
         )
