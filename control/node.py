@@ -2,8 +2,9 @@
 each Ready in the order its contract states (persist, then send, then apply).
 
 Persisting runs in a worker thread, so a slow fsync never blocks the event loop: HTTP is
-served, messages are stepped and ticks keep counting meanwhile. A leader's heartbeats are
-taken from the core on every tick, so they keep flowing while a write is in flight.
+served, messages are stepped and ticks keep counting meanwhile, and what the core lets go
+before the write completes (a leader's heartbeats, a follower's answers to them) goes out
+as it is produced, so heartbeats keep flowing both ways while a write is in flight.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from control.metrics import ControlMetrics
 from control.raft.config import TICK_SECONDS, RaftConfig
 from control.raft.core import RaftCore
 from control.raft.errors import NotLeader, RequestDropped
 from control.raft.messages import Message
-from control.raft.ready import Ready
+from control.raft.ready import Compaction, Ready
 from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
 from control.raft.types import EntryKind, NodeId, Role, SoftState
 from control.registry import Registry
 
 log = logging.getLogger("ringleader.raft")
 
+_W = TypeVar("_W", Ready, Compaction)
 PROPOSAL_TIMEOUT = 5.0
 READ_TIMEOUT = 5.0
 
@@ -73,6 +75,7 @@ class RaftNode:
         self._applied_changed = asyncio.Condition()
         self._soft = self.core.soft_state
         self._tasks: list[asyncio.Task[None]] = []
+        self._persisting = False
         self.failed = asyncio.Event()
         self.failure: str | None = None
 
@@ -96,15 +99,21 @@ class RaftNode:
             next_tick += TICK_SECONDS
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             self.core.tick()
-            # Heartbeats go out now even if a slow write holds up the Ready loop.
-            self._send(self.core.take_messages())
+            self._send_early()
             self._wake.set()
 
     # -- inputs ------------------------------------------------------------------------------
 
     def step(self, message: Message) -> None:
         self.core.step(message)
+        self._send_early()
         self._wake.set()
+
+    def _send_early(self) -> None:
+        """While a write holds up the Ready loop, sends what may go before it completes
+        (heartbeats and their answers), so a slow disk does not look like a dead node."""
+        if self._persisting:
+            self._send(self.core.take_messages())
 
     async def propose(self, command: bytes) -> dict[str, Any]:
         """Replicates `command` and returns the registry's result once applied here."""
@@ -180,7 +189,7 @@ class RaftNode:
             if early:
                 self._send(rd.messages)
             started = time.perf_counter()
-            await asyncio.to_thread(persist_ready, self._storage, durable)
+            await self._persist(persist_ready, durable)
             self._metrics.fsync_duration.observe(time.perf_counter() - started)
             if not early:
                 self._send(rd.messages)
@@ -220,6 +229,14 @@ class RaftNode:
             async with self._applied_changed:
                 self._applied_changed.notify_all()
         self._metrics.commit_index.set(self.core.commit_index)
+
+    async def _persist(self, write: Callable[[Storage, _W], None], what: _W) -> None:
+        """Runs `write` in a worker thread, so the event loop serves on meanwhile."""
+        self._persisting = True
+        try:
+            await asyncio.to_thread(write, self._storage, what)
+        finally:
+            self._persisting = False
 
     def _durable_part(self, rd: Ready) -> Ready:
         """`rd` without a hard state that differs from the stored one only in commit.
@@ -264,7 +281,7 @@ class RaftNode:
         if index <= (self.core.snapshot.index if self.core.snapshot else 0):
             return
         compaction = self.core.compact(index, self.registry.snapshot())
-        await asyncio.to_thread(persist_compaction, self._storage, compaction)
+        await self._persist(persist_compaction, compaction)
         log.info("compacted log", extra={"ctx": {"snapshot_index": index}})
 
     # -- views -------------------------------------------------------------------------------

@@ -317,15 +317,23 @@ class RaftCore:
     def take_messages(self) -> tuple[Message, ...]:
         """Messages that may be sent at once, even while a Ready is being persisted.
 
-        Only a leader whose term and vote are on disk has any: its commit index never
-        counts its own unpersisted entries, so nothing it sends promises anything about its
-        disk (Raft dissertation §10.2.1). Drivers call this on ticks, so heartbeats keep
-        flowing during a slow write. Everyone else's messages wait for the next Ready.
+        Nothing is released before this node's term and vote are on disk. Then a leader's
+        messages may all go: its commit index never counts its own unpersisted entries, so
+        nothing it sends promises anything about its disk (Raft dissertation §10.2.1). A
+        follower's heartbeat answers may go too: they confirm its term, for the leader's
+        check-quorum and ReadIndex, and nothing about its log. Everything else waits for
+        the next Ready. Drivers call this while a write is in flight, so heartbeats keep
+        flowing both ways however slow a disk is.
         """
-        if not self._sends_early():
+        if (self._term, self._vote) != self._stored_term_vote:
             return ()
-        messages, self._outbox = tuple(self._outbox), []
-        return messages
+        if self._role is Role.LEADER:
+            messages, self._outbox = tuple(self._outbox), []
+            return messages
+        answers = tuple(m for m in self._outbox if isinstance(m, HeartbeatResponse))
+        if answers:
+            self._outbox = [m for m in self._outbox if not isinstance(m, HeartbeatResponse)]
+        return answers
 
     def _sends_early(self) -> bool:
         return self._role is Role.LEADER and (self._term, self._vote) == self._stored_term_vote
@@ -539,7 +547,7 @@ class RaftCore:
             if hi == last or len(pr.inflight) >= self.config.max_inflight_msgs:
                 return
 
-    def _maybe_commit(self) -> bool:
+    def _maybe_commit(self) -> None:
         """Advances commit to the quorum match index, counting only current-term entries.
 
         The leader counts its own log only as far as it is durable: an entry acknowledged
@@ -549,9 +557,9 @@ class RaftCore:
         matches.append(self._log.durable_index)
         index = quorum_value(matches, self._quorum)
         if index <= self._commit:
-            return False
+            return
         if self._log.term_at(index) != self._term and not self.config.unsafe_commit_old_term:
-            return False
+            return
         first_in_term = not self._committed_in_term()
         self._commit = index
         # Followers learn the new commit from the next append or, at the latest, from a
@@ -561,7 +569,6 @@ class RaftCore:
         if first_in_term and self._committed_in_term() and self._reads_awaiting_commit:
             ctxs, self._reads_awaiting_commit = self._reads_awaiting_commit, []
             self._start_reads(ctxs)
-        return True
 
     def _committed_in_term(self) -> bool:
         return self._log.term_at(self._commit) == self._term

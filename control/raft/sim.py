@@ -311,6 +311,7 @@ class Simulation:
                 self.network.hold(m, now)
             else:
                 node.core.step(m)
+                self._send(node.core.take_messages())
         for slot in self.slots:
             node = slot.running(now)
             if node is not None and not (

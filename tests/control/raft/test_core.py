@@ -97,7 +97,7 @@ def test_leader_heartbeats_flow_while_its_write_is_in_flight() -> None:
     assert leader.take_messages() == ()
 
 
-def test_only_a_leader_with_a_stored_term_and_vote_sends_early() -> None:
+def test_a_leader_sends_early_only_once_its_term_and_vote_are_stored() -> None:
     core = _core(pre_vote=False)
     while core.role is not Role.CANDIDATE:
         core.tick()
@@ -109,10 +109,21 @@ def test_only_a_leader_with_a_stored_term_and_vote_sends_early() -> None:
     core.advance(campaign)
     assert {type(m) for m in core.take_messages()} == {AppendEntries}
 
+
+def test_a_follower_sends_only_heartbeat_answers_early() -> None:
     follower = _core(node_id=2)
     follower.step(Heartbeat(1, 2, 1, 0, 1))
-    assert follower.take_messages() == ()
-    assert follower.has_ready()
+    assert follower.take_messages() == ()  # its new term is not stored yet
+    first = follower.ready()
+    follower.advance(first)
+    follower.step(AppendEntries(1, 2, 1, 0, 0, tuple(log_of([1])), 0))
+    appended = follower.ready()  # being persisted
+    follower.step(Heartbeat(1, 2, 1, 0, 2))
+    follower.step(AppendEntries(1, 2, 1, 1, 1, tuple(log_of([1, 1]))[1:], 0))
+    assert follower.take_messages() == (HeartbeatResponse(2, 1, 1, 2),)
+    follower.advance(appended)
+    # The append's answer promises the entry is on disk: it waits for the next Ready.
+    assert [type(m) for m in follower.ready().messages] == [AppendEntriesResponse]
 
 
 def test_election_timeout_is_drawn_from_the_injected_rng() -> None:
