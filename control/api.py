@@ -51,8 +51,9 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def _closing(response: Response) -> Response:
-    """`response` on a connection that then closes: a peer still streaming its request
-    body learns of the answer when its next write fails."""
+    """`response` on a connection that then closes. A peer still streaming its body reads
+    no answer before the body ends; the closed connection is how it learns the stream is
+    over (its next write fails). Our sender learns the reason from its one-shot POST."""
     response.headers["connection"] = "close"
     return response
 
