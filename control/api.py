@@ -15,7 +15,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from starlette.routing import Route
 from control.detector import DetectorLoop
 from control.metrics import ControlMetrics
 from control.node import ProposalFailed, RaftNode
+from control.raft.messages import Message
 from control.raft.types import NodeId, Role
 from control.registry import CommandError, validate_backend_url
 from control.token import authorized
@@ -154,10 +155,11 @@ class ControlAPI:
     async def _step_stream(self, request: Request) -> None:
         frames = FrameReader()
         async for data in request.stream():
-            for batch in frames.feed(data):
-                for m in batch:
-                    self._node.step(m)
-        for batch in frames.end():
+            self._step_frames(frames.feed(data))
+        self._step_frames(frames.end())
+
+    def _step_frames(self, batches: Iterator[list[Message]]) -> None:
+        for batch in batches:
             for m in batch:
                 self._node.step(m)
 
