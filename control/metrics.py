@@ -68,7 +68,7 @@ class ControlMetrics:
         )
         self.peer_send_failures = Counter(
             "ringleader_raft_peer_send_failures_total",
-            "Peer streams that broke or were refused, and messages dropped on a full queue.",
+            "Peer streams that broke or were refused, and batches dropped for want of a stream.",
             ["peer"],
             registry=r,
         )

@@ -21,7 +21,7 @@ from control.raft.diskstore import DiskStorage
 from control.raft.errors import StorageError
 from control.raft.types import NodeId
 from control.token import TokenError, load_token
-from control.transport import HttpTransport
+from control.transport import HttpTransport, PeerAddress
 from proxy.config import Address, ConfigError, parse_address
 from proxy.embedded import EmbeddedServer
 from proxy.server import bind
@@ -47,6 +47,10 @@ def parse_peers(text: str) -> dict[NodeId, str]:
             raise ConfigError(f"--peers: expected ID=URL with a positive ID, got {item!r}")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"--peers: {ident}: expected an http:// URL, got {url!r}")
+        try:
+            PeerAddress.parse(url)
+        except ValueError as exc:
+            raise ConfigError(f"--peers: {ident}: {exc}") from None
         if int(ident) in peers:
             raise ConfigError(f"--peers: node {ident} is listed twice")
         peers[int(ident)] = url.rstrip("/")
@@ -145,6 +149,10 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=2,
+            # Peers and operators connect directly: no X-Forwarded-* to honour, and no
+            # reason to name the server software.
+            proxy_headers=False,
+            server_header=False,
         )
     )
 

@@ -117,6 +117,8 @@ def test_unusable_token_file(tmp_path: Path, content: str | None) -> None:
         ("1=http://127.0.0.1:1,x=http://127.0.0.1:2", "--peers"),
         ("1=http://127.0.0.1:1,0=http://127.0.0.1:2", "--peers"),
         ("1=ftp://127.0.0.1:1", "--peers"),
+        ("1=http://127.0.0.1:1,2=http://:2", "no host"),
+        ("1=http://127.0.0.1:1,2=http://127.0.0.1:port", "--peers: 2"),
         ("1=http://127.0.0.1:1,1=http://127.0.0.1:2", "twice"),
         ("2=http://127.0.0.1:1,3=http://127.0.0.1:2", "--id 1"),
         ("", "--peers"),
