@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import random
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from control.disk_thread import DiskThread
 from control.metrics import ControlMetrics
 from control.raft.config import TICK_SECONDS, RaftConfig
 from control.raft.core import RaftCore
@@ -76,6 +78,7 @@ class RaftNode:
         self._soft = self.core.soft_state
         self._tasks: list[asyncio.Task[None]] = []
         self._persisting = False
+        self._disk = DiskThread("raft-disk")
         self.failed = asyncio.Event()
         self.failure: str | None = None
 
@@ -91,6 +94,7 @@ class RaftNode:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._disk.stop()
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -231,10 +235,10 @@ class RaftNode:
         self._metrics.commit_index.set(self.core.commit_index)
 
     async def _persist(self, write: Callable[[Storage, _W], None], what: _W) -> None:
-        """Runs `write` in a worker thread, so the event loop serves on meanwhile."""
+        """Runs `write` on the disk thread, so the event loop serves on meanwhile."""
         self._persisting = True
         try:
-            await asyncio.to_thread(write, self._storage, what)
+            await self._disk.run(functools.partial(write, self._storage, what))
         finally:
             self._persisting = False
 
