@@ -1,6 +1,7 @@
 """Control plane: leader failover time and write throughput, Ringleader vs a 3-node etcd.
 
-    python -m bench.control_failover [--trials 25] [--seconds 10] [--only ringleader|etcd]
+    python -m bench.control_failover [--trials 25] [--rounds 3] [--seconds 10]
+                                     [--only ringleader|etcd] [--json FILE]
 
 Both clusters run 3 nodes on this machine's loopback with their data directories on the
 same filesystem, and are driven by the same asyncio httpx client code:
@@ -10,7 +11,10 @@ same filesystem, and are driven by the same asyncio httpx client code:
   survivors, each with a 5 s timeout; the failover time is from the kill to the first
   acknowledged write. Then the killed node is restarted and the cluster settles again.
 * Throughput: N concurrent workers each send writes back to back to the leader for a fixed
-  time; acknowledged writes per second and latency percentiles.
+  time; acknowledged writes per second and latency percentiles. Measured in rounds that
+  alternate the systems (A B, B A, A B...), each on a freshly started cluster with nothing
+  else running, so drift in the shared machine's speed lands on both; the figure is the
+  median over rounds.
 
 The writes: Ringleader `POST /v1/pools/default/backends/{name}/drain|activate` (each worker
 toggles its own backend; a committed, fsynced Raft command, acknowledged once applied on the
@@ -42,6 +46,7 @@ from bench.common import require, table
 from tests.support.control_cluster import ControlCluster, backend_url
 from tests.support.servers import LOOPBACK, ProcessGroup, ServerProcess, free_port, wait_until
 
+CONCURRENCIES = (1, 64)
 ATTEMPT_EVERY = 0.02
 ATTEMPT_TIMEOUT = 5.0
 FAILOVER_GIVE_UP = 15.0
@@ -320,47 +325,78 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_system(system: Cluster, trials: int, seconds: float) -> dict[str, Any]:
+def failover(system: Cluster, trials: int) -> dict[str, Any]:
     system.prepare(1)
     times = []
     for trial in range(trials):
         t = asyncio.run(failover_once(system))
         times.append(t)
         print(f"  {system.name} failover trial {trial + 1}/{trials}: {t:.3f}s", flush=True)
-    result: dict[str, Any] = {
+    return {
         "failover_s": times,
         "failover_median_s": statistics.median(times),
         "failover_p99_s": percentile(times, 0.99),
         "failover_max_s": max(times),
     }
-    for c in (1, 64):
+
+
+def throughputs(system: Cluster, seconds: float) -> dict[str, dict[str, float]]:
+    result = {}
+    for c in CONCURRENCIES:
         result[f"c{c}"] = asyncio.run(throughput(system, c, seconds))
         print(f"  {system.name} throughput c={c}: {result[f'c{c}']}", flush=True)
     return result
 
 
+def median_round(rounds: list[dict[str, dict[str, float]]], key: str) -> dict[str, float]:
+    """The round with the median write rate (its latencies are that round's)."""
+    ordered = sorted((r[key] for r in rounds), key=lambda m: m["writes_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def with_cluster(name: str, workdir: Path, use: Any) -> Any:
+    """`use(system)` on a fresh 3-node cluster of `name`, stopped afterwards."""
+    workdir.mkdir(parents=True)
+    group = ProcessGroup(workdir)
+    system: Any = None
+    try:
+        system = Ringleader(group, workdir) if name == "ringleader" else Etcd(group, workdir)
+        print(f"{name}: cluster up", flush=True)
+        return use(system)
+    finally:
+        if system is not None:
+            system.close()
+        group.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=25)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput rounds per system, alternating (default 3)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="length of each throughput measurement (default 10)")
     parser.add_argument("--only", choices=["ringleader", "etcd"])
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
     args = parser.parse_args()
+    if args.trials < 1 or args.rounds < 1 or args.seconds <= 0:
+        parser.error("--trials and --rounds must be at least 1, and --seconds positive")
     workdir = Path(tempfile.mkdtemp(prefix="bench-control-", dir=os.environ.get("BENCH_DIR")))
-    results: dict[str, Any] = {}
-    for name in ("ringleader", "etcd"):
-        if args.only not in (None, name):
-            continue
-        group = ProcessGroup(workdir)
-        system: Any = None
-        try:
-            system = Ringleader(group, workdir) if name == "ringleader" else Etcd(group, workdir)
-            print(f"{name}: cluster up", flush=True)
-            results[name] = run_system(system, args.trials, args.seconds)
-        finally:
-            if system is not None:
-                system.close()
-            group.cleanup()
+    names = [n for n in ("ringleader", "etcd") if args.only in (None, n)]
+    results: dict[str, Any] = {
+        name: with_cluster(name, workdir / f"failover-{name}",
+                           lambda system: failover(system, args.trials))
+        for name in names
+    }  # fmt: skip
+    for i in range(args.rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            print(f"throughput round {i + 1}/{args.rounds}:", flush=True)
+            measured = with_cluster(name, workdir / f"round-{i}-{name}",
+                                    lambda system: throughputs(system, args.seconds))
+            results[name].setdefault("rounds", []).append(measured)
+    for r in results.values():
+        for c in CONCURRENCIES:
+            r[f"c{c}"] = median_round(r["rounds"], f"c{c}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     rows: list[tuple[str, ...]] = []
@@ -379,6 +415,10 @@ def main() -> None:
         c64 = rl["c64"]["writes_per_s"] / et["c64"]["writes_per_s"]
         print(f"ratios ringleader/etcd: failover median {fo:.2f}, c=1 writes {c1:.2f}, "
               f"c=64 writes {c64:.2f}")  # fmt: skip
+        for c in CONCURRENCIES:
+            per_round = [a[f"c{c}"]["writes_per_s"] / b[f"c{c}"]["writes_per_s"]
+                         for a, b in zip(rl["rounds"], et["rounds"], strict=True)]  # fmt: skip
+            print(f"c={c} writes ratio by round: " + " ".join(f"{x:.2f}" for x in per_round))
     print(f"logs and data: {workdir}")
 
 
