@@ -8,6 +8,7 @@ Readiness is polled with a deadline, never slept for.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,7 +26,35 @@ LOOPBACK = "127.0.0.1"
 STARTUP_DEADLINE = 15.0
 
 
+def _below_ephemeral() -> range:
+    """Ports the kernel never picks as the local end of an outgoing connection."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(10000, low)
+
+
+# A port from the ephemeral range can be taken, between our choosing it and a server
+# binding it, as the local end of some outgoing connection: a node reconnecting to a peer
+# that is not up yet. Servers get ports from below that range instead, each at most once.
+_SERVER_PORTS = _below_ephemeral()
+_handed_out: set[int] = set()
+_port_choice = random.Random()
+
+
 def free_port() -> int:
+    for _ in range(200 if len(_SERVER_PORTS) > 1000 else 0):
+        port = _port_choice.choice(_SERVER_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
