@@ -1,10 +1,11 @@
 """The asyncio driver around the Raft core: ticks it, feeds it messages, and carries out
 each Ready in the order its contract states (persist, then send, then apply).
 
-Persisting runs in a worker thread, so a slow fsync never blocks the event loop: HTTP is
-served, messages are stepped and ticks keep counting meanwhile, and what the core lets go
-before the write completes (a leader's heartbeats, a follower's answers to them) goes out
-as it is produced, so heartbeats keep flowing both ways while a write is in flight.
+Persisting runs on a thread of its own (control.disk_thread), so a slow fsync never blocks
+the event loop: HTTP is served, messages are stepped and ticks keep counting meanwhile, and
+what the core lets go before the write completes (a leader's heartbeats, a follower's
+answers to them) goes out as it is produced, so heartbeats keep flowing both ways while a
+write is in flight.
 """
 
 from __future__ import annotations
