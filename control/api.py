@@ -160,8 +160,7 @@ class ControlAPI:
 
     def _step_frames(self, batches: Iterator[list[Message]]) -> None:
         for batch in batches:
-            for m in batch:
-                self._node.step(m)
+            self._node.step(batch)
 
     def end_peer_streams(self) -> None:
         """Answers every open peer stream, so a graceful shutdown need not wait for them."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 # which Raft treats as the crash it tolerates anyway.
 STOP_TIMEOUT = 5.0
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", Callable[[], None]]
+_Job = tuple[asyncio.AbstractEventLoop, Callable[[Exception | None], None], Callable[[], None]]
 
 
 class DiskThread:
@@ -30,12 +30,10 @@ class DiskThread:
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, write: Callable[[], None]) -> None:
-        """Runs `write` on the thread; returns, or raises what it raised, once it is done."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._jobs.put((loop, done, write))
-        await done
+    def submit(self, write: Callable[[], None], done: Callable[[Exception | None], None]) -> None:
+        """Runs `write` on the thread, then `done` on the calling event loop with what
+        `write` raised, or None."""
+        self._jobs.put((asyncio.get_running_loop(), done, write))
 
     def stop(self) -> None:
         """Lets the write in progress, if any, finish, then ends the thread."""
@@ -45,25 +43,11 @@ class DiskThread:
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             loop, done, write = job
+            error: Exception | None = None
             try:
                 write()
             except Exception as exc:
-                _deliver(loop, done, exc)
-            else:
-                _deliver(loop, done, None)
-
-
-def _deliver(
-    loop: asyncio.AbstractEventLoop, done: asyncio.Future[None], error: Exception | None
-) -> None:
-    def settle() -> None:
-        if done.done():  # the awaiting task was cancelled
-            return
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-
-    # A closed loop raises here: nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(settle)
+                error = exc
+            # A closed loop raises here: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(done, error)

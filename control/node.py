@@ -17,9 +17,9 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from control.disk_thread import DiskThread
 from control.metrics import ControlMetrics
@@ -27,14 +27,13 @@ from control.raft.config import TICK_SECONDS, RaftConfig
 from control.raft.core import RaftCore
 from control.raft.errors import NotLeader, RequestDropped
 from control.raft.messages import Message
-from control.raft.ready import Compaction, Ready
+from control.raft.ready import Ready
 from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
 from control.raft.types import EntryKind, NodeId, Role, SoftState
 from control.registry import Registry
 
 log = logging.getLogger("ringleader.raft")
 
-_W = TypeVar("_W", Ready, Compaction)
 PROPOSAL_TIMEOUT = 5.0
 READ_TIMEOUT = 5.0
 
@@ -74,11 +73,11 @@ class RaftNode:
         self._proposals: dict[int, _Proposal] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count()
-        self._wake = asyncio.Event()
-        self._applied_changed = asyncio.Condition()
+        self._applied = asyncio.Event()
         self._soft = self.core.soft_state
-        self._tasks: list[asyncio.Task[None]] = []
-        self._persisting = False
+        self._ticker_task: asyncio.Task[None] | None = None
+        self._writing = False
+        self._stopped = False
         self._disk = DiskThread("raft-disk")
         self.failed = asyncio.Event()
         self.failure: str | None = None
@@ -86,15 +85,14 @@ class RaftNode:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._ticker(), name="raft-tick"),
-            asyncio.create_task(self._process(), name="raft-ready"),
-        ]
+        self._ticker_task = asyncio.create_task(self._ticker(), name="raft-tick")
+        self._drive()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopped = True
+        if self._ticker_task is not None:
+            self._ticker_task.cancel()
+            await asyncio.gather(self._ticker_task, return_exceptions=True)
         self._disk.stop()
 
     async def _ticker(self) -> None:
@@ -105,19 +103,20 @@ class RaftNode:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             self.core.tick()
             self._send_early()
-            self._wake.set()
+            self._drive()
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def step(self, message: Message) -> None:
-        self.core.step(message)
+    def step(self, messages: Iterable[Message]) -> None:
+        for message in messages:
+            self.core.step(message)
         self._send_early()
-        self._wake.set()
+        self._drive()
 
     def _send_early(self) -> None:
-        """While a write holds up the Ready loop, sends what may go before it completes
+        """While a write holds up the Readies, sends what may go before it completes
         (heartbeats and their answers), so a slow disk does not look like a dead node."""
-        if self._persisting:
+        if self._writing:
             self._send(self.core.take_messages())
 
     async def propose(self, command: bytes) -> dict[str, Any]:
@@ -132,7 +131,7 @@ class RaftNode:
             raise ProposalFailed("dropped", str(exc)) from None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._proposals[index] = _Proposal(self.core.term, future)
-        self._wake.set()
+        self._drive()
         try:
             return await asyncio.wait_for(asyncio.shield(future), PROPOSAL_TIMEOUT)
         except TimeoutError:
@@ -152,7 +151,7 @@ class RaftNode:
             raise ProposalFailed("dropped", str(exc)) from None
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads[ctx] = future
-        self._wake.set()
+        self._drive()
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 await self.wait_applied(await future)
@@ -166,40 +165,47 @@ class RaftNode:
 
     async def wait_for_change(self, predicate: Callable[[], bool]) -> None:
         """Returns once `predicate()` holds, checking after every apply."""
-        async with self._applied_changed:
-            await self._applied_changed.wait_for(predicate)
+        while not predicate():
+            await self._applied.wait()
 
-    # -- the Ready loop ----------------------------------------------------------------------
+    # -- carrying out Readies ----------------------------------------------------------------
 
-    async def _process(self) -> None:
+    def _drive(self) -> None:
+        """Carries out the core's Readies until one needs the disk; that write's completion
+        drives on.
+
+        Runs inline wherever the core gains work (a step, a tick, a proposal), so an
+        answer or a commit costs no extra pass through the event loop. At most one write is
+        in flight: what arrives meanwhile gathers into the next Ready, which is how writes
+        batch under load.
+        """
+        if self._writing or self._stopped or self.failure is not None:
+            return
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self.core.has_ready():
-                    await self._handle(self.core.ready())
-                if self.core.snapshot_due:
-                    await self._compact()
+            while self.core.has_ready():
+                rd = self.core.ready()
+                durable = self._durable_part(rd)
+                if durable.snapshot is None and not durable.entries and durable.hard_state is None:
+                    self._send(rd.messages)
+                    self._apply(rd)
+                    continue
+                if rd.messages_may_precede_persist:
+                    self._send(rd.messages)
+                self._write(functools.partial(persist_ready, self._storage, durable),
+                            functools.partial(self._persisted, rd))  # fmt: skip
+                return
+            if self.core.snapshot_due:
+                self._compact()
         except Exception as exc:
-            # A node that cannot persist must stop: serving on would answer from state it
-            # can no longer make durable.
-            self.failure = f"raft driver stopped: {exc}"
-            log.critical(self.failure, exc_info=True)
-            self.failed.set()
+            self._fail(exc)
 
-    async def _handle(self, rd: Ready) -> None:
-        durable = self._durable_part(rd)
-        if durable.snapshot is not None or durable.entries or durable.hard_state is not None:
-            early = rd.messages_may_precede_persist
-            if early:
-                self._send(rd.messages)
-            started = time.perf_counter()
-            await self._persist(persist_ready, durable)
-            self._metrics.fsync_duration.observe(time.perf_counter() - started)
-            if not early:
-                self._send(rd.messages)
-        else:
+    def _persisted(self, rd: Ready, seconds: float) -> None:
+        self._metrics.fsync_duration.observe(seconds)
+        if not rd.messages_may_precede_persist:
             self._send(rd.messages)
+        self._apply(rd)
+
+    def _apply(self, rd: Ready) -> None:
         applied_before = self.registry.applied_index
         started = time.perf_counter()
         if rd.snapshot is not None and rd.snapshot.index > self.registry.applied_index:
@@ -231,17 +237,38 @@ class RaftNode:
         self._on_soft_state(rd.soft_state)
         if self.registry.applied_index != applied_before:
             self._metrics.applied_index.set(self.registry.applied_index)
-            async with self._applied_changed:
-                self._applied_changed.notify_all()
+            # Waiters hold the old event, which wakes them all; later waiters get a new one.
+            self._applied.set()
+            self._applied = asyncio.Event()
         self._metrics.commit_index.set(self.core.commit_index)
 
-    async def _persist(self, write: Callable[[Storage, _W], None], what: _W) -> None:
-        """Runs `write` on the disk thread, so the event loop serves on meanwhile."""
-        self._persisting = True
-        try:
-            await self._disk.run(functools.partial(write, self._storage, what))
-        finally:
-            self._persisting = False
+    def _write(self, write: Callable[[], None], then: Callable[[float], None]) -> None:
+        """Runs `write` on the disk thread, so the event loop serves on meanwhile, then
+        `then` with the seconds it took, then drives on."""
+        self._writing = True
+        started = time.perf_counter()
+
+        def done(error: Exception | None) -> None:
+            self._writing = False
+            if self._stopped:
+                return
+            try:
+                if error is not None:
+                    raise error
+                then(time.perf_counter() - started)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            self._drive()
+
+        self._disk.submit(write, done)
+
+    def _fail(self, exc: Exception) -> None:
+        # A node that cannot persist must stop: serving on would answer from state it can
+        # no longer make durable.
+        self.failure = f"raft driver stopped: {exc}"
+        log.critical(self.failure, exc_info=exc)
+        self.failed.set()
 
     def _durable_part(self, rd: Ready) -> Ready:
         """`rd` without a hard state that differs from the stored one only in commit.
@@ -281,13 +308,15 @@ class RaftNode:
                 if not future.done():
                     future.set_exception(ProposalFailed("lost_leadership", "leadership lost"))
 
-    async def _compact(self) -> None:
+    def _compact(self) -> None:
         index = self.registry.applied_index
         if index <= (self.core.snapshot.index if self.core.snapshot else 0):
             return
         compaction = self.core.compact(index, self.registry.snapshot())
-        await self._persist(persist_compaction, compaction)
-        log.info("compacted log", extra={"ctx": {"snapshot_index": index}})
+        self._write(
+            functools.partial(persist_compaction, self._storage, compaction),
+            lambda _: log.info("compacted log", extra={"ctx": {"snapshot_index": index}}),
+        )
 
     # -- views -------------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
-"""The Raft driver's disk thread: order, errors, cancellation, and a loop that serves on."""
+"""The Raft driver's disk thread: order, errors, completions on the loop, and stopping."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -12,14 +13,21 @@ from control.disk_thread import DiskThread
 DEADLINE = 10.0
 
 
-class Gate:
-    """A write that holds the disk thread until the test opens the gate."""
+def written(disk: DiskThread, write: Callable[[], None]) -> asyncio.Future[None]:
+    """Submits `write`; the future settles in the completion callback, so the test also sees
+    on which thread that ran."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
 
-    def __init__(self) -> None:
-        self.opened = threading.Event()
+    def done(error: Exception | None) -> None:
+        assert threading.current_thread() is threading.main_thread()
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
-    def write(self) -> None:
-        self.opened.wait(DEADLINE)
+    disk.submit(write, done)
+    return future
 
 
 def test_writes_run_in_order_on_a_thread_other_than_the_loops() -> None:
@@ -28,8 +36,12 @@ def test_writes_run_in_order_on_a_thread_other_than_the_loops() -> None:
     async def scenario() -> None:
         disk = DiskThread("test-disk")
         try:
-            for i in range(5):
-                await disk.run(lambda i=i: ran.append((i, threading.current_thread().name)))
+            futures = [
+                written(disk, lambda i=i: ran.append((i, threading.current_thread().name)))
+                for i in range(5)
+            ]
+            async with asyncio.timeout(DEADLINE):
+                await asyncio.gather(*futures)
         finally:
             disk.stop()
 
@@ -37,7 +49,7 @@ def test_writes_run_in_order_on_a_thread_other_than_the_loops() -> None:
     assert ran == [(i, "test-disk") for i in range(5)]
 
 
-def test_a_failed_write_raises_in_the_awaiting_task_and_later_writes_still_run() -> None:
+def test_a_failed_write_reaches_its_callback_and_later_writes_still_run() -> None:
     def full_disk() -> None:
         raise OSError(28, "No space left on device")
 
@@ -45,9 +57,10 @@ def test_a_failed_write_raises_in_the_awaiting_task_and_later_writes_still_run()
         disk = DiskThread("test-disk")
         done: list[str] = []
         try:
-            with pytest.raises(OSError, match="No space left"):
-                await disk.run(full_disk)
-            await disk.run(lambda: done.append("next"))
+            async with asyncio.timeout(DEADLINE):
+                with pytest.raises(OSError, match="No space left"):
+                    await written(disk, full_disk)
+                await written(disk, lambda: done.append("next"))
         finally:
             disk.stop()
         return done
@@ -56,44 +69,26 @@ def test_a_failed_write_raises_in_the_awaiting_task_and_later_writes_still_run()
 
 
 def test_the_loop_serves_while_a_write_blocks() -> None:
-    gate = Gate()
+    opened = threading.Event()
+
+    def blocked_write() -> None:
+        opened.wait(DEADLINE)
 
     async def scenario() -> None:
         disk = DiskThread("test-disk")
         try:
-            write = asyncio.create_task(disk.run(gate.write))
+            write = written(disk, blocked_write)
             # The loop runs other work while the write holds the thread; it ends the write.
             for _ in range(10):
                 await asyncio.sleep(0.001)
             assert not write.done()
-            gate.opened.set()
+            opened.set()
             async with asyncio.timeout(DEADLINE):
                 await write
         finally:
             disk.stop()
 
     asyncio.run(scenario())
-
-
-def test_a_cancelled_waiter_leaves_the_thread_working() -> None:
-    gate = Gate()
-    ran: list[str] = []
-
-    async def scenario() -> None:
-        disk = DiskThread("test-disk")
-        try:
-            slow = asyncio.create_task(disk.run(gate.write))
-            await asyncio.sleep(0.01)
-            slow.cancel()
-            gate.opened.set()
-            async with asyncio.timeout(DEADLINE):
-                await disk.run(lambda: ran.append("after"))
-            assert slow.cancelled()
-        finally:
-            disk.stop()
-
-    asyncio.run(scenario())
-    assert ran == ["after"]
 
 
 def test_stop_lets_the_write_in_progress_finish() -> None:
@@ -107,11 +102,34 @@ def test_stop_lets_the_write_in_progress_finish() -> None:
 
     async def scenario() -> None:
         disk = DiskThread("test-disk")
-        task = asyncio.create_task(disk.run(slow_write))
+        write = written(disk, slow_write)
         await asyncio.to_thread(started.wait, DEADLINE)
         threading.Timer(0.05, release.set).start()
         disk.stop()
         assert finished == ["written"]
-        await task
+        async with asyncio.timeout(DEADLINE):
+            await write
 
     asyncio.run(scenario())
+
+
+def test_a_completion_after_the_loop_closed_is_dropped() -> None:
+    """A write that outlives its loop (a stop that timed out) must not crash the thread."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[Exception | None] = []
+
+    def slow_write() -> None:
+        started.set()
+        release.wait(DEADLINE)
+
+    async def scenario() -> DiskThread:
+        disk = DiskThread("test-disk-outlived")
+        disk.submit(slow_write, calls.append)
+        await asyncio.to_thread(started.wait, DEADLINE)
+        return disk
+
+    disk = asyncio.run(scenario())
+    release.set()
+    disk.stop()
+    assert calls == []
+    assert "test-disk-outlived" not in {t.name for t in threading.enumerate()}

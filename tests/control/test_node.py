@@ -83,7 +83,7 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str) -> None:
 
         def send(messages: tuple[Message, ...]) -> None:
             for m in messages:
-                loop.call_soon(nodes[m.to].step, m)
+                loop.call_soon(nodes[m.to].step, [m])
 
         async def caught_up(node: RaftNode) -> None:
             await node.wait_for_change(lambda: node.catching_up() is None)
