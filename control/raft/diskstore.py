@@ -6,12 +6,15 @@ Files:
   starts a rewritten file; each ENTRIES record holds one append batch and replaces stored
   entries from its first index on, so a conflict truncation is just another append.
   Compaction and reset rewrite the file to a temporary name and rename it into place.
+  The file reserves space ahead of its last record (``RESERVE_BYTES`` at a time, with
+  fallocate), so an append changes no file size and its ``fdatasync`` flushes data alone,
+  without a filesystem journal commit (BENCHMARKS.md, control plane).
 - ``hardstate`` and ``snapshot``: one record each, replaced atomically (write a temporary
   file, fsync it, rename it, fsync the directory).
 - ``LOCK``: held with ``flock`` while open, so two processes never share a directory.
 
 Every mutating call fsyncs before it returns. On open, a torn tail of ``raft.log`` is
-truncated (and logged); any other checksum failure refuses to start.
+truncated (and logged); any other checksum failure refuses to start (control.raft.records).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ LOG_FILE = "raft.log"
 HARD_STATE_FILE = "hardstate"
 SNAPSHOT_FILE = "snapshot"
 LOCK_FILE = "LOCK"
+RESERVE_BYTES = 4 * 1024 * 1024
 
 _BASE = b"B"
 _ENTRIES = b"E"
@@ -61,11 +65,10 @@ class DiskStorage:
         try:
             self._hard_state = _load_hard_state(self._file(HARD_STATE_FILE))
             self._snapshot = _load_snapshot(self._file(SNAPSHOT_FILE))
-            self._base, self._entries = _load_log(self._file(LOG_FILE))
+            self._base, self._entries, self._log_end = _load_log(self._file(LOG_FILE))
             with _io_errors(self._file(LOG_FILE)):
-                self._log_fd = os.open(
-                    self._file(LOG_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-                )
+                self._log_fd = os.open(self._file(LOG_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
+                self._log_size = os.fstat(self._log_fd).st_size
                 # The log may have just been created; its directory entry must be durable
                 # before the first fsynced append is relied on.
                 _fsync_dir(self.path)
@@ -100,8 +103,10 @@ class DiskStorage:
         offset = append_offset(self._base, self._entries, entries)
         record = encode_record(_encode_entries(entries))
         with _io_errors(self._file(LOG_FILE)):
-            _write_all(self._log_fd, record)
-            os.fsync(self._log_fd)
+            self._reserve(len(record))
+            _write_all(self._log_fd, record, self._log_end)
+            os.fdatasync(self._log_fd)
+        self._log_end += len(record)
         del self._entries[offset:]
         self._entries.extend(entries)
 
@@ -143,16 +148,26 @@ class DiskStorage:
     def _last_index(self) -> int:
         return self._base + len(self._entries)
 
+    def _reserve(self, length: int) -> None:
+        """Makes room for ``length`` more bytes of log, durably, if the reserve is short."""
+        if self._log_end + length <= self._log_size:
+            return
+        grow = max(RESERVE_BYTES, self._log_end + length - self._log_size)
+        os.posix_fallocate(self._log_fd, self._log_size, grow)
+        os.fsync(self._log_fd)
+        self._log_size += grow
+
     def _rewrite_log(self, base: int, entries: list[Entry]) -> None:
         data = encode_record(_BASE + _U64.pack(base))
         if entries:
             data += encode_record(_encode_entries(entries))
         path = self._file(LOG_FILE)
-        _replace_file(path, data)
+        _replace_file(path, data, reserve=RESERVE_BYTES)
         with _io_errors(path):
             os.close(self._log_fd)
-            self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            self._log_fd = os.open(path, os.O_WRONLY)
         self._base, self._entries = base, entries
+        self._log_end, self._log_size = len(data), len(data) + RESERVE_BYTES
 
 
 def _check_dir(path: str, create: bool) -> None:
@@ -198,18 +213,22 @@ def _read(path: str) -> bytes | None:
             return None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, offset: int = 0) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
-def _replace_file(path: str, data: bytes) -> None:
+def _replace_file(path: str, data: bytes, reserve: int = 0) -> None:
+    """Replaces ``path`` with ``data`` atomically, with ``reserve`` zero bytes after it."""
     tmp = path + ".tmp"
     with _io_errors(path):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, data)
+            if reserve:
+                os.posix_fallocate(fd, len(data), reserve)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -260,17 +279,18 @@ def _load_snapshot(path: str) -> Snapshot | None:
     return Snapshot(index, term, payload[_SNAPSHOT.size :])
 
 
-def _load_log(path: str) -> tuple[int, list[Entry]]:
+def _load_log(path: str) -> tuple[int, list[Entry], int]:
+    """The stored base index and entries, and the byte offset where the next record goes."""
     buf = _read(path)
     if buf is None:
-        return 0, []
+        return 0, [], 0
     scan = scan_records(buf, path)
     if scan.torn:
         log.warning(
             "%s: truncating torn tail at byte offset %d (%d bytes)",
             path,
             scan.end,
-            len(buf) - scan.end,
+            len(buf.rstrip(b"\0")) - scan.end,
         )
         with _io_errors(path):
             fd = os.open(path, os.O_WRONLY)
@@ -294,7 +314,7 @@ def _load_log(path: str) -> tuple[int, list[Entry]]:
             raise CorruptRecordError(path, offset, f"entries start at {first}, a gap in the log")
         del entries[first - base - 1 :]
         entries.extend(batch)
-    return base, entries
+    return base, entries, scan.end
 
 
 def _encode_entries(entries: Sequence[Entry]) -> bytes:

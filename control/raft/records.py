@@ -1,10 +1,12 @@
 """Checksummed record framing shared by every file the disk storage writes.
 
 A record is ``magic (u32) | payload length (u32) | CRC32 of payload (u32) | payload``, all
-big-endian. Files are only ever appended to, or replaced whole by rename, so after a crash
-the only damage a correct writer can leave is at the end of a file: a prefix of the last
-record, a last record whose bytes did not all land, or zero-filled space. That is a torn
-tail. Any other failed record is corruption.
+big-endian. Files are only ever written past their last record (at the end of the file, or
+into zero-filled space the log reserves ahead), or replaced whole by rename, so after a
+crash the only damage a correct writer can leave is at the end of a file: a prefix of the
+last record, or a last record whose bytes did not all land, each with nothing but zeros
+after it, or zero-filled space. That is a torn tail, and zeros alone after the last record are free
+space, not damage. Any other failed record is corruption.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def encode_record(payload: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Scan:
-    """The verified records of a file, each with its byte offset, and where they end."""
+    """The verified records of a file, each with its byte offset, where they end, and
+    whether a torn tail (anything but zeros) follows them."""
 
     records: list[tuple[int, bytes]]
     end: int
@@ -44,7 +47,7 @@ def scan_records(buf: bytes, path: str) -> Scan:
             break
         magic, length, crc = HEADER.unpack_from(buf, off)
         if magic != MAGIC or length > MAX_PAYLOAD:
-            if buf.count(0, off) == size - off:
+            if _zeros(buf, off + HEADER.size):  # at most a header's worth of damage
                 break
             raise CorruptRecordError(path, off, "bad record header")
         end = off + HEADER.size + length
@@ -52,9 +55,13 @@ def scan_records(buf: bytes, path: str) -> Scan:
             break
         payload = buf[off + HEADER.size : end]
         if zlib.crc32(payload) != crc:
-            if end == size:
+            if _zeros(buf, end):
                 break
             raise CorruptRecordError(path, off, "checksum mismatch")
         records.append((off, payload))
         off = end
-    return Scan(records, off, off < size)
+    return Scan(records, off, not _zeros(buf, off))
+
+
+def _zeros(buf: bytes, start: int) -> bool:
+    return buf.count(0, start) == len(buf) - start

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from control.raft import diskstore
 from control.raft.diskstore import HARD_STATE_FILE, LOG_FILE, SNAPSHOT_FILE, DiskStorage
 from control.raft.errors import CorruptRecordError, DataDirError, StorageError
 from control.raft.memstore import MemoryStorage
@@ -147,13 +148,24 @@ def test_reopen_recovers_everything(tmp_path: Path) -> None:
         assert [e.index for e in s.load_entries()] == [3]
 
 
+def _written(path: Path) -> bytes:
+    """The log's records, without the space it reserves after them."""
+    raw = path.read_bytes()
+    return raw[: scan_records(raw, str(path)).end]
+
+
 @pytest.mark.parametrize(
     ("damage", "survivors"),
     [
         pytest.param(lambda data: data[:-3], [1, 2], id="partial-record"),
         pytest.param(lambda data: data[:-9] + b"\xff" * 9, [1, 2], id="garbled-last-record"),
-        pytest.param(lambda data: data + b"\0" * 64, [1, 2, 3], id="zero-filled-tail"),
+        pytest.param(
+            lambda data: data[:-9] + bytes(9 + 4096), [1, 2], id="partial-record-then-reserve"
+        ),
         pytest.param(lambda data: data + b"RF", [1, 2, 3], id="partial-header"),
+        pytest.param(
+            lambda data: data + b"RF" + bytes(4096), [1, 2, 3], id="partial-header-then-reserve"
+        ),
     ],
 )
 def test_torn_tail_is_truncated_and_the_node_starts(
@@ -164,8 +176,7 @@ def test_torn_tail_is_truncated_and_the_node_starts(
 ) -> None:
     _filled(tmp_path)
     log_path = tmp_path / LOG_FILE
-    intact = log_path.read_bytes()
-    log_path.write_bytes(damage(intact))
+    log_path.write_bytes(damage(_written(log_path)))
     with caplog.at_level(logging.WARNING), DiskStorage(tmp_path) as s:
         assert [e.index for e in s.load_entries()] == survivors
         s.append([Entry(len(survivors) + 1, 5)])
@@ -177,11 +188,55 @@ def test_torn_tail_is_truncated_and_the_node_starts(
 def test_torn_tail_is_cut_at_the_last_whole_record(tmp_path: Path) -> None:
     _filled(tmp_path)
     log_path = tmp_path / LOG_FILE
-    intact = log_path.read_bytes()
+    intact = _written(log_path)
     last_offset = scan_records(intact, str(log_path)).records[-1][0]
     log_path.write_bytes(intact[:-1])
     DiskStorage(tmp_path).close()
     assert log_path.read_bytes() == intact[:last_offset]
+
+
+def test_reserved_space_after_the_last_record_is_not_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _filled(tmp_path)
+    log_path = tmp_path / LOG_FILE
+    assert len(log_path.read_bytes()) > len(_written(log_path))  # space is reserved
+    with caplog.at_level(logging.WARNING), DiskStorage(tmp_path) as s:
+        assert [e.index for e in s.load_entries()] == [1, 2, 3]
+        s.append([Entry(4, 5)])
+    assert caplog.text == ""
+    with DiskStorage(tmp_path) as s:
+        assert [e.index for e in s.load_entries()] == [1, 2, 3, 4]
+
+
+def test_appends_within_the_reserve_leave_the_file_size_alone(tmp_path: Path) -> None:
+    """So each append's fdatasync has no file size to commit."""
+    log_path = tmp_path / LOG_FILE
+    with DiskStorage(tmp_path, create=True) as s:
+        s.append([Entry(1, 1, data=b"first")])
+        size = log_path.stat().st_size
+        for index in range(2, 50):
+            s.append([Entry(index, 1, data=b"x" * 100)])
+        assert log_path.stat().st_size == size
+
+
+def test_appends_past_the_reserve_extend_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diskstore, "RESERVE_BYTES", 256)
+    log_path = tmp_path / LOG_FILE
+    with DiskStorage(tmp_path, create=True) as s:
+        sizes = set()
+        for index in range(1, 30):
+            s.append([Entry(index, 1, data=bytes([index]) * 100)])
+            sizes.add(log_path.stat().st_size)
+        s.compact(10)  # a rewritten log reserves space too
+        s.append([Entry(30, 1, data=b"after compaction")])
+    assert len(sizes) > 2
+    with DiskStorage(tmp_path) as s:
+        assert [e.index for e in s.load_entries()] == list(range(11, 31))
+        assert s.load_entries()[0].data == bytes([11]) * 100
+        assert s.load_entries()[-1].data == b"after compaction"
 
 
 def _flip(path: Path, offset: int) -> None:
