@@ -35,6 +35,7 @@ from control.registry import Registry
 log = logging.getLogger("ringleader.raft")
 
 PROPOSAL_TIMEOUT = 5.0
+TICK_JITTER = 0.5
 READ_TIMEOUT = 5.0
 
 
@@ -69,7 +70,8 @@ class RaftNode:
         self.registry = (
             Registry.restore(state.snapshot.data) if state.snapshot is not None else Registry()
         )
-        self.core = RaftCore(config, rng or random.Random(), state)
+        self._rng = rng or random.Random()
+        self.core = RaftCore(config, self._rng, state)
         self._proposals: dict[int, _Proposal] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count()
@@ -99,7 +101,10 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
-            next_tick += TICK_SECONDS
+            # Jittered, so that two nodes whose election timers started together (a split
+            # vote) drift apart: with whole-tick timeouts alone they would time out together
+            # again once in (election_ticks_max - election_ticks_min) elections.
+            next_tick += TICK_SECONDS * self._rng.uniform(1 - TICK_JITTER, 1 + TICK_JITTER)
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             self.core.tick()
             self._send_early()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ import pytest
 
 from control.metrics import ControlMetrics
 from control.node import RaftNode
-from control.raft.config import RaftConfig
+from control.raft.config import TICK_SECONDS, RaftConfig
 from control.raft.errors import StorageError
 from control.raft.memstore import MemoryStorage
 from control.raft.messages import Message
@@ -112,3 +113,35 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str) -> None:
     before, after, elapsed = asyncio.run(scenario())
     assert elapsed >= delay  # the write really was slow
     assert after == before, "an election happened during the slow write"
+
+
+def test_ticks_are_jittered_around_the_tick_length() -> None:
+    """Whole-tick election timeouts alone would let two nodes that split a vote time out
+    together again; jittered ticks make them drift apart."""
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        node = RaftNode(RaftConfig(node_id=1, peers=(1, 2, 3)), MemoryStorage(), lambda _: None,
+                        ControlMetrics(), random.Random(7))  # fmt: skip
+        ticked: list[float] = []
+        enough = asyncio.Event()
+        tick = node.core.tick
+
+        def recorded_tick() -> None:
+            ticked.append(loop.time())
+            if len(ticked) == 41:
+                enough.set()
+            tick()
+
+        node.core.tick = recorded_tick  # type: ignore[method-assign]
+        node.start()
+        try:
+            async with asyncio.timeout(10):
+                await enough.wait()
+        finally:
+            await node.stop()
+        return [b - a for a, b in itertools.pairwise(ticked)]
+
+    intervals = asyncio.run(scenario())
+    assert min(intervals) < 0.8 * TICK_SECONDS < 1.2 * TICK_SECONDS < max(intervals)
+    assert 0.8 * TICK_SECONDS < sum(intervals) / len(intervals) < 1.5 * TICK_SECONDS
