@@ -127,13 +127,14 @@ for _cls in MESSAGE_TYPES:
         ],
     )
 _NAMES = {cls: name for name, (cls, _) in _SCHEMA.items()}
+_KEYS = {cls: [(name, _key(name)) for name, _, _ in fields] for cls, fields in _SCHEMA.values()}
 
 
 def encode_message(m: Message) -> JSON:
     """The JSON-compatible form of ``m``."""
     out: JSON = {"v": VERSION, "type": _NAMES[type(m)]}
-    for f in dataclasses.fields(m):
-        out[_key(f.name)] = _encode_value(getattr(m, f.name))
+    for name, key in _KEYS[type(m)]:
+        out[key] = _encode_value(getattr(m, name))
     return out
 
 
