@@ -35,8 +35,8 @@ from control.registry import Registry
 log = logging.getLogger("ringleader.raft")
 
 PROPOSAL_TIMEOUT = 5.0
-TICK_JITTER = 0.5
 READ_TIMEOUT = 5.0
+TICK_JITTER = 0.5
 
 
 class ProposalFailed(Exception):
@@ -180,9 +180,9 @@ class RaftNode:
         drives on.
 
         Runs inline wherever the core gains work (a step, a tick, a proposal), so an
-        answer or a commit costs no extra pass through the event loop. At most one write is
-        in flight: what arrives meanwhile gathers into the next Ready, which is how writes
-        batch under load.
+        answer or a commit costs no extra pass through the event loop. Nothing it calls
+        feeds the core, so it never runs inside itself. At most one write is in flight: what
+        arrives meanwhile gathers into the next Ready, which is how writes batch under load.
         """
         if self._writing or self._stopped or self.failure is not None:
             return
