@@ -199,8 +199,8 @@ class PeerConnection(asyncio.Protocol):
 
     def write(self, frame: bytes) -> bool:
         """Writes one frame; False, dropping it, unless the stream is `accepting`."""
-        transport = self._transport
-        if not self.accepting or transport is None or transport.is_closing():
+        transport = self._open_transport()
+        if not self.accepting or transport is None:
             return False
         # One chunk per frame (RFC 9112 7.1), framed here: h11's event machinery for a
         # chunk costs more than the socket write it precedes, on every message.
@@ -221,14 +221,21 @@ class PeerConnection(asyncio.Protocol):
             self._transport.abort()
 
     def _send(self, event: h11.Event) -> bool:
-        """False, sending nothing, once the connection is closing: writing to a closed
-        uvloop transport raises, and connection_lost will say why it closed."""
-        if self._transport is None or self._transport.is_closing():
+        """False, sending nothing, once the connection is closing."""
+        transport = self._open_transport()
+        if transport is None:
             return False
         data = self._h11.send(event)
         if data:
-            self._transport.write(data)
+            transport.write(data)
         return True
+
+    def _open_transport(self) -> asyncio.Transport | None:
+        """The transport, unless it is closing: writing to a closed uvloop transport
+        raises, and connection_lost will say why it closed."""
+        if self._transport is None or self._transport.is_closing():
+            return None
+        return self._transport
 
     def _fail(self, reason: StreamEnded) -> None:
         if not self._answer.done():

@@ -5,8 +5,8 @@ big-endian. Files are only ever written past their last record (at the end of th
 into zero-filled space the log reserves ahead), or replaced whole by rename, so after a
 crash the only damage a correct writer can leave is at the end of a file: a prefix of the
 last record, or a last record whose bytes did not all land, each with nothing but zeros
-after it, or zero-filled space. That is a torn tail, and zeros alone after the last record are free
-space, not damage. Any other failed record is corruption.
+after it. That is a torn tail. Zeros alone after the last record are free space, not
+damage. Any other failed record is corruption.
 """
 
 from __future__ import annotations
