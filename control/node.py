@@ -103,9 +103,14 @@ class RaftNode:
         while True:
             # Jittered, so that two nodes whose election timers started together (a split
             # vote) drift apart: with whole-tick timeouts alone they would time out together
-            # again once in (election_ticks_max - election_ticks_min) elections.
+            # again once in (election_ticks_max - election_ticks_min) elections. Ticks missed
+            # while the loop stalled (a pause, a swapped-out process) are dropped, as a Go
+            # ticker drops them: caught up in a burst, they would end a leader's check-quorum
+            # window, and followers' election timeouts, before any answer could arrive.
+            if loop.time() - next_tick > TICK_SECONDS:
+                next_tick = loop.time()
             next_tick += TICK_SECONDS * self._rng.uniform(1 - TICK_JITTER, 1 + TICK_JITTER)
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            await asyncio.sleep(next_tick - loop.time())
             self.core.tick()
             self._send_early()
             self._drive()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from control.metrics import ControlMetrics
-from control.node import RaftNode
+from control.node import TICK_JITTER, RaftNode
 from control.raft.config import TICK_SECONDS, RaftConfig
 from control.raft.errors import StorageError
 from control.raft.memstore import MemoryStorage
@@ -115,9 +115,9 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str) -> None:
     assert after == before, "an election happened during the slow write"
 
 
-def test_ticks_are_jittered_around_the_tick_length() -> None:
-    """Whole-tick election timeouts alone would let two nodes that split a vote time out
-    together again; jittered ticks make them drift apart."""
+def tick_times(count: int, stall_in: int | None = None) -> list[float]:
+    """When a lone node's first `count` ticks ran. Tick number `stall_in` holds the event
+    loop for ten ticks' time, as a long pause (SIGSTOP, a swapped-out process) does."""
 
     async def scenario() -> list[float]:
         loop = asyncio.get_running_loop()
@@ -129,7 +129,9 @@ def test_ticks_are_jittered_around_the_tick_length() -> None:
 
         def recorded_tick() -> None:
             ticked.append(loop.time())
-            if len(ticked) == 41:
+            if len(ticked) == stall_in:
+                time.sleep(10 * TICK_SECONDS)
+            if len(ticked) == count:
                 enough.set()
             tick()
 
@@ -140,8 +142,22 @@ def test_ticks_are_jittered_around_the_tick_length() -> None:
                 await enough.wait()
         finally:
             await node.stop()
-        return [b - a for a, b in itertools.pairwise(ticked)]
+        return ticked
 
-    intervals = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_ticks_are_jittered_around_the_tick_length() -> None:
+    """Whole-tick election timeouts alone would let two nodes that split a vote time out
+    together again; jittered ticks make them drift apart."""
+    intervals = [b - a for a, b in itertools.pairwise(tick_times(41))]
     assert min(intervals) < 0.8 * TICK_SECONDS < 1.2 * TICK_SECONDS < max(intervals)
     assert 0.8 * TICK_SECONDS < sum(intervals) / len(intervals) < 1.5 * TICK_SECONDS
+
+
+def test_ticks_missed_while_the_loop_stalled_are_dropped() -> None:
+    """Catching up on them would fire a burst: a leader would end its check-quorum window,
+    and followers their election timeouts, before any answer could arrive."""
+    after_stall = tick_times(16, stall_in=5)[5:]
+    intervals = [b - a for a, b in itertools.pairwise(after_stall)]
+    assert min(intervals) > 0.8 * (1 - TICK_JITTER) * TICK_SECONDS, intervals
