@@ -13,7 +13,8 @@ Files:
   file, fsync it, rename it, fsync the directory).
 - ``LOCK``: held with ``flock`` while open, so two processes never share a directory.
 
-Every mutating call fsyncs before it returns. On open, a torn tail of ``raft.log`` is
+Every mutating call fsyncs before it returns, except ``append_buffered``, which hands its
+flush to the caller (control.raft.storage.BufferedAppend). On open, a torn tail of ``raft.log`` is
 truncated (and logged); any other checksum failure refuses to start (control.raft.records).
 """
 
@@ -104,11 +105,17 @@ class DiskStorage:
         record = encode_record(_encode_entries(entries))
         with _io_errors(self._file(LOG_FILE)):
             self._reserve(len(record))
-            _write_all(self._log_fd, record, self._log_end)
+            self._write_log(offset, entries, record)
             os.fdatasync(self._log_fd)
-        self._log_end += len(record)
-        del self._entries[offset:]
-        self._entries.extend(entries)
+
+    def append_buffered(self, entries: Sequence[Entry]) -> int | None:
+        offset = append_offset(self._base, self._entries, entries)
+        record = encode_record(_encode_entries(entries))
+        if self._log_end + len(record) > self._log_size:
+            return None
+        with _io_errors(self._file(LOG_FILE)):
+            self._write_log(offset, entries, record)
+        return self._log_fd
 
     def compact(self, through: int) -> None:
         if through <= self._base:
@@ -147,6 +154,14 @@ class DiskStorage:
 
     def _last_index(self) -> int:
         return self._base + len(self._entries)
+
+    def _write_log(self, offset: int, entries: Sequence[Entry], record: bytes) -> None:
+        """Writes `record`, holding `entries` from list position `offset` on, after the
+        last record; the caller flushes it."""
+        _write_all(self._log_fd, record, self._log_end)
+        self._log_end += len(record)
+        del self._entries[offset:]
+        self._entries.extend(entries)
 
     def _reserve(self, length: int) -> None:
         """Makes room for ``length`` more bytes of log, durably, if the reserve is short."""

@@ -1,13 +1,14 @@
 """The durable storage seam and the one place that orders writes for a Ready.
 
 Every mutating call must be durable (fsynced) when it returns: callers send messages and
-acknowledge clients right after it.
+acknowledge clients right after it. The one exception, :class:`BufferedAppend`, says so in
+its name and leaves the flush to its caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from control.raft.errors import StorageError
 from control.raft.ready import Compaction, Ready
@@ -53,6 +54,18 @@ class SnapshotStore(Protocol):
 
 class Storage(LogStore, StableStore, SnapshotStore, Protocol):
     """Everything a node keeps durably."""
+
+
+@runtime_checkable
+class BufferedAppend(Protocol):
+    """A log whose append can leave its flush to the caller, who can then run the flush
+    without blocking (control.aio_sync)."""
+
+    def append_buffered(self, entries: Sequence[Entry]) -> int | None:
+        """Does what :meth:`LogStore.append` does except the fsync, and returns the file
+        descriptor whose fdatasync makes ``entries`` durable. None, with nothing changed,
+        where the append needs a slower step first (growing the log's reserved space)."""
+        ...
 
 
 def append_offset(base: int, stored: Sequence[Entry], entries: Sequence[Entry]) -> int:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
+from control.aio_sync import AioSync
 from control.metrics import ControlMetrics
 from control.node import TICK_JITTER, RaftNode
+from control.raft import diskstore
 from control.raft.config import TICK_SECONDS, RaftConfig
+from control.raft.diskstore import DiskStorage
 from control.raft.errors import StorageError
 from control.raft.memstore import MemoryStorage
-from control.raft.messages import Message
+from control.raft.messages import HeartbeatResponse, Message
+from control.raft.storage import load_state
 from control.raft.types import Entry, Role
 
 
@@ -71,27 +77,49 @@ class SlowDisk(MemoryStorage):
         super().append(entries)
 
 
+class SlowFlushes(MemoryStorage):
+    """Memory storage that leaves its appends' flushes to the driver, and the flushes it
+    takes `delay` seconds over (test_aio_sync shows that real kernel AIO flushes run while
+    the loop serves on)."""
+
+    delay = 0.0
+
+    def append_buffered(self, entries: Sequence[Entry]) -> int:
+        super().append(entries)
+        return -1
+
+    def fdatasync(self, fd: int, done: Callable[[OSError | None], None]) -> None:
+        asyncio.get_running_loop().call_later(self.delay, done, None)
+
+
+@pytest.mark.parametrize("flushes", ["thread", "aio"])
 @pytest.mark.parametrize("slow", ["leader", "everyone"])
-def test_a_slow_fsync_does_not_starve_heartbeats(slow: str) -> None:
+def test_a_slow_fsync_does_not_starve_heartbeats(slow: str, flushes: str) -> None:
     """A write that outlasts the election timeout several times over costs no election:
-    heartbeats and their answers keep flowing while it is in flight."""
+    heartbeats and their answers keep flowing while it is in flight. (The nodes share one
+    loop, so a write that blocked it would stop every clock at once and cost no election;
+    the gaps between heartbeat answers show it.)"""
     delay = 1.5  # election timeout is 0.2-0.4 s; check-quorum steps down after 0.2 s
 
-    async def scenario() -> tuple[list[int], list[int], float]:
+    async def scenario() -> tuple[list[int], list[int], float, list[float]]:
         loop = asyncio.get_running_loop()
-        disks = {i: SlowDisk() for i in (1, 2, 3)}
+        disks = {i: SlowDisk() if flushes == "thread" else SlowFlushes() for i in (1, 2, 3)}
         nodes: dict[int, RaftNode] = {}
+        answered: list[float] = []
 
         def send(messages: tuple[Message, ...]) -> None:
             for m in messages:
+                if isinstance(m, HeartbeatResponse):
+                    answered.append(time.monotonic())
                 loop.call_soon(nodes[m.to].step, [m])
 
         async def caught_up(node: RaftNode) -> None:
             await node.wait_for_change(lambda: node.catching_up() is None)
 
         for i, disk in disks.items():
+            syncer = disk if isinstance(disk, SlowFlushes) else None
             nodes[i] = RaftNode(RaftConfig(node_id=i, peers=(1, 2, 3)), disk, send,
-                                ControlMetrics(), random.Random(i))  # fmt: skip
+                                ControlMetrics(), random.Random(i), syncer)  # fmt: skip
             nodes[i].start()
         try:
             async with asyncio.timeout(10):
@@ -105,14 +133,17 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str) -> None:
             async with asyncio.timeout(10):
                 await nodes[leader].propose(b'{"op": "add_backend", "url": "memcached://10.0.0.1:11211"}')
             elapsed = time.monotonic() - started
-            return terms, [n.soft_state.term for n in nodes.values()], elapsed
+            during = [started] + [t for t in answered if t > started] + [started + elapsed]
+            gaps = [b - a for a, b in itertools.pairwise(during)]
+            return terms, [n.soft_state.term for n in nodes.values()], elapsed, gaps
         finally:
             for node in nodes.values():
                 await node.stop()
 
-    before, after, elapsed = asyncio.run(scenario())
+    before, after, elapsed, gaps = asyncio.run(scenario())
     assert elapsed >= delay  # the write really was slow
     assert after == before, "an election happened during the slow write"
+    assert max(gaps) < 0.2, f"no heartbeat answered for {max(gaps):.2f} s during the write"
 
 
 def tick_times(count: int, stall_in: int | None = None) -> list[float]:
@@ -161,3 +192,46 @@ def test_ticks_missed_while_the_loop_stalled_are_dropped() -> None:
     after_stall = tick_times(16, stall_in=5)[5:]
     intervals = [b - a for a, b in itertools.pairwise(after_stall)]
     assert min(intervals) > 0.8 * (1 - TICK_JITTER) * TICK_SECONDS, intervals
+
+
+class CountedFlushes:
+    def __init__(self, sync: AioSync) -> None:
+        self.sync = sync
+        self.count = 0
+
+    def fdatasync(self, fd: int, done: Callable[[OSError | None], None]) -> None:
+        self.count += 1
+        self.sync.fdatasync(fd, done)
+
+
+def test_a_node_on_disk_keeps_every_write_it_flushed_through_aio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends that fit the log's reserved space are flushed by AIO; the others grow the
+    reserve on the disk thread. Either way, what was acknowledged is on disk."""
+    monkeypatch.setattr(diskstore, "RESERVE_BYTES", 2048)
+    urls = [f"memcached://10.0.0.{i}:11211" for i in range(1, 41)]
+
+    async def scenario() -> int:
+        storage = DiskStorage(tmp_path, create=True)
+        flushes = CountedFlushes(AioSync.open(str(tmp_path)))
+        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), storage, lambda _: None,
+                        ControlMetrics(), random.Random(7), flushes)  # fmt: skip
+        node.start()
+        try:
+            async with asyncio.timeout(30):
+                await node.wait_for_change(lambda: node.catching_up() is None)
+                for url in urls:
+                    await node.propose(json.dumps({"op": "add_backend", "url": url}).encode())
+        finally:
+            await node.stop()
+            flushes.sync.close()
+            storage.close()
+        return flushes.count
+
+    aio_flushes = asyncio.run(scenario())
+    assert 0 < aio_flushes < len(urls)  # some appends grew the reserve instead
+    with DiskStorage(tmp_path) as storage:
+        state = load_state(storage)
+    logged = b"".join(e.data for e in state.entries)
+    assert all(url.encode() in logged for url in urls)

@@ -239,6 +239,37 @@ def test_appends_past_the_reserve_extend_it(
         assert s.load_entries()[-1].data == b"after compaction"
 
 
+def test_a_buffered_append_leaves_its_flush_to_the_caller(tmp_path: Path) -> None:
+    log_path = tmp_path / LOG_FILE
+    with DiskStorage(tmp_path, create=True) as s:
+        s.append(log_of([1, 1]))
+        fd = s.append_buffered([Entry(2, 2, data=b"replaces"), Entry(3, 2)])
+        assert fd is not None
+        assert os.path.samestat(os.fstat(fd), log_path.stat())
+        os.fdatasync(fd)
+        assert [(e.index, e.term) for e in s.load_entries()] == [(1, 1), (2, 2), (3, 2)]
+    with DiskStorage(tmp_path) as s:
+        assert [(e.index, e.term) for e in s.load_entries()] == [(1, 1), (2, 2), (3, 2)]
+        assert s.load_entries()[1].data == b"replaces"
+
+
+def test_a_buffered_append_that_needs_more_space_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diskstore, "RESERVE_BYTES", 256)
+    log_path = tmp_path / LOG_FILE
+    with DiskStorage(tmp_path, create=True) as s:
+        s.append([Entry(1, 1)])
+        before = log_path.read_bytes()
+        assert s.append_buffered([Entry(2, 1, data=b"x" * 300)]) is None
+        assert log_path.read_bytes() == before
+        assert [e.index for e in s.load_entries()] == [1]
+        s.append([Entry(2, 1, data=b"x" * 300)])  # the slow path grows the reserve
+        assert s.append_buffered([Entry(3, 1)]) is not None
+    with DiskStorage(tmp_path) as s:
+        assert [e.index for e in s.load_entries()] == [1, 2, 3]
+
+
 def _flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
