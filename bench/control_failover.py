@@ -11,10 +11,13 @@ same filesystem, and are driven by the same asyncio httpx client code:
   survivors, each with a 5 s timeout; the failover time is from the kill to the first
   acknowledged write. Then the killed node is restarted and the cluster settles again.
 * Throughput: N concurrent workers each send writes back to back to the leader for a fixed
-  time; acknowledged writes per second and latency percentiles. Measured in rounds that
-  alternate the systems (A B, B A, A B...), each on a freshly started cluster with nothing
-  else running, so drift in the shared machine's speed lands on both; the figure is the
-  median over rounds.
+  time; acknowledged writes per second and latency percentiles. Both clusters are up at
+  once, and each concurrency is measured in rounds of back-to-back slices that alternate
+  the systems (A B, B A, A B...): drift in the shared machine's speed, which is +-10%
+  between minutes, lands on both members of a pair alike. While one system is measured the
+  other's processes are stopped (SIGSTOP), so its heartbeats take no CPU (idle, Ringleader's
+  three nodes use 7% of a core and etcd's 4%); resumed, it settles before it is measured.
+  The figure is the median over rounds, and each round's ratio is printed.
 
 The writes: Ringleader `POST /v1/pools/default/backends/{name}/drain|activate` (each worker
 toggles its own backend; a committed, fsynced Raft command, acknowledged once applied on the
@@ -36,8 +39,10 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from signal import SIGCONT, SIGSTOP
 from typing import Any, Protocol
 
 import httpx
@@ -63,6 +68,7 @@ class Cluster(Protocol):
     def urls(self) -> dict[int, str]: ...
     def prepare(self, workers: int) -> None: ...
     def write(self, http: httpx.AsyncClient, url: str, worker: int, n: int) -> Any: ...
+    def pids(self) -> dict[int, int]: ...
 
 
 # -- Ringleader ------------------------------------------------------------------------------------
@@ -80,18 +86,28 @@ class Ringleader:
         return self.cluster.wait_leader(timeout=30)
 
     def settle(self) -> int:
-        leader = self.leader()
-        commit = self.cluster.statuses()[leader]["commit_index"]
-        self.cluster.wait_applied(commit, list(self.cluster.nodes), timeout=30)
-        def following() -> bool:
-            statuses = self.cluster.statuses()
-            return len(statuses) == 3 and all(s["leader"] == leader for s in statuses.values())
+        found: list[int] = []
 
-        wait_until(following, 30, "every node to follow the leader")
-        return leader
+        def settled() -> bool:
+            statuses = self.cluster.statuses()
+            leaders = {s["leader"] for s in statuses.values()}
+            if len(statuses) != 3 or len(leaders) != 1:
+                return False
+            leader = leaders.pop()
+            if leader is None or statuses[leader]["role"] != "leader":
+                return False
+            commit = statuses[leader]["commit_index"]
+            found.append(leader)
+            return all(s["applied_index"] >= commit for s in statuses.values())
+
+        wait_until(settled, 30, "every node to follow one leader and apply what it committed")
+        return found[-1]
 
     def kill(self, node: int) -> None:
         self.cluster.kill(node)
+
+    def pids(self) -> dict[int, int]:
+        return {i: n.process.pid for i, n in self.cluster.nodes.items() if n.process is not None}
 
     def restart(self, node: int) -> None:
         self.cluster.start_node(node)
@@ -198,25 +214,26 @@ class Etcd:
         return found[-1]
 
     def settle(self) -> int:
-        leader = self.leader()
+        found: list[int] = []
 
-        def caught_up() -> bool:
+        def settled() -> bool:
             statuses = self._ids()
-            if len(statuses) != 3:
+            members = {s.get("leader") for s in statuses.values()}
+            if len(statuses) != 3 or len(members) != 1:
                 return False
-            lead = statuses.get(leader)
-            if lead is None:
+            member = members.pop()
+            leaders = [i for i, s in statuses.items() if s["header"]["member_id"] == member]
+            if not member or not leaders:
                 return False
+            index = int(statuses[leaders[0]].get("raftIndex", 0)) - 1
+            found.append(leaders[0])
             return all(
-                s.get("leader") == lead["leader"]
-                and s.get("raftAppliedIndex", s.get("raftIndex")) is not None
-                and int(s.get("raftAppliedIndex", s["raftIndex"]))
-                >= int(lead.get("raftIndex", 0)) - 1
+                int(s.get("raftAppliedIndex", s.get("raftIndex", 0))) >= index
                 for s in statuses.values()
             )
 
-        wait_until(caught_up, 30, "every etcd member to follow the leader")
-        return leader
+        wait_until(settled, 30, "every etcd member to follow one leader and catch up")
+        return found[-1]
 
     def kill(self, node: int) -> None:
         proc = self.nodes[node].process
@@ -225,6 +242,9 @@ class Etcd:
 
     def urls(self) -> dict[int, str]:
         return {i: n.url for i, n in self.nodes.items()}
+
+    def pids(self) -> dict[int, int]:
+        return {i: n.process.pid for i, n in self.nodes.items() if n.process is not None}
 
     def prepare(self, workers: int) -> None:
         pass
@@ -340,12 +360,35 @@ def failover(system: Cluster, trials: int) -> dict[str, Any]:
     }
 
 
-def throughputs(system: Cluster, seconds: float) -> dict[str, dict[str, float]]:
-    result = {}
-    for c in CONCURRENCIES:
-        result[f"c{c}"] = asyncio.run(throughput(system, c, seconds))
-        print(f"  {system.name} throughput c={c}: {result[f'c{c}']}", flush=True)
-    return result
+def paired_throughputs(
+    names: list[str], workdir: Path, rounds: int, seconds: float
+) -> dict[str, list[dict[str, dict[str, float]]]]:
+    """For each system, one dict per round: concurrency key to that slice's throughput."""
+    measured: dict[str, list[dict[str, dict[str, float]]]] = {
+        name: [{} for _ in range(rounds)] for name in names
+    }
+    with contextlib.ExitStack() as stack:
+        systems = {name: stack.enter_context(running(name, workdir / f"throughput-{name}"))
+                   for name in names}  # fmt: skip
+        try:
+            for c in CONCURRENCIES:
+                for i in range(rounds):
+                    for name in names if i % 2 == 0 else names[::-1]:
+                        for other, system in systems.items():
+                            signal_nodes(system, SIGCONT if other == name else SIGSTOP)
+                        result = asyncio.run(throughput(systems[name], c, seconds))
+                        measured[name][i][f"c{c}"] = result
+                        print(f"  {name} throughput c={c} round {i + 1}/{rounds}: {result}",
+                              flush=True)  # fmt: skip
+        finally:
+            for system in systems.values():
+                signal_nodes(system, SIGCONT)
+    return measured
+
+
+def signal_nodes(system: Cluster, sig: int) -> None:
+    for pid in system.pids().values():
+        os.kill(pid, sig)
 
 
 def median_round(rounds: list[dict[str, dict[str, float]]], key: str) -> dict[str, float]:
@@ -354,15 +397,16 @@ def median_round(rounds: list[dict[str, dict[str, float]]], key: str) -> dict[st
     return ordered[(len(ordered) - 1) // 2]
 
 
-def with_cluster(name: str, workdir: Path, use: Any) -> Any:
-    """`use(system)` on a fresh 3-node cluster of `name`, stopped afterwards."""
+@contextlib.contextmanager
+def running(name: str, workdir: Path) -> Iterator[Any]:
+    """A fresh 3-node cluster of `name`, stopped afterwards."""
     workdir.mkdir(parents=True)
     group = ProcessGroup(workdir)
     system: Any = None
     try:
         system = Ringleader(group, workdir) if name == "ringleader" else Etcd(group, workdir)
         print(f"{name}: cluster up", flush=True)
-        return use(system)
+        yield system
     finally:
         if system is not None:
             system.close()
@@ -373,7 +417,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3,
-                        help="throughput rounds per system, alternating (default 3)")
+                        help="throughput slices per system and concurrency, alternating "
+                             "(default 3)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="length of each throughput measurement (default 10)")
     parser.add_argument("--only", choices=["ringleader", "etcd"])
@@ -383,17 +428,13 @@ def main() -> None:
         parser.error("--trials and --rounds must be at least 1, and --seconds positive")
     workdir = Path(tempfile.mkdtemp(prefix="bench-control-", dir=os.environ.get("BENCH_DIR")))
     names = [n for n in ("ringleader", "etcd") if args.only in (None, n)]
-    results: dict[str, Any] = {
-        name: with_cluster(name, workdir / f"failover-{name}",
-                           lambda system: failover(system, args.trials))
-        for name in names
-    }  # fmt: skip
-    for i in range(args.rounds):
-        for name in names if i % 2 == 0 else names[::-1]:
-            print(f"throughput round {i + 1}/{args.rounds}:", flush=True)
-            measured = with_cluster(name, workdir / f"round-{i}-{name}",
-                                    lambda system: throughputs(system, args.seconds))
-            results[name].setdefault("rounds", []).append(measured)
+    results: dict[str, Any] = {}
+    for name in names:
+        with running(name, workdir / f"failover-{name}") as system:
+            results[name] = failover(system, args.trials)
+    rounds = paired_throughputs(names, workdir, args.rounds, args.seconds)
+    for name in names:
+        results[name]["rounds"] = rounds[name]
     for r in results.values():
         for c in CONCURRENCIES:
             r[f"c{c}"] = median_round(r["rounds"], f"c{c}")

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench.common import table
-from bench.control_failover import Ringleader, with_cluster
+from bench.control_failover import running
 
 WARMUP_WRITES = 200
 
@@ -38,20 +38,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def node_pids(system: Any) -> dict[int, int]:
-    nodes = system.cluster.nodes if isinstance(system, Ringleader) else system.nodes
-    pids = {}
-    for i, node in nodes.items():
-        assert node.process is not None, f"node {i} is not running"
-        pids[i] = node.process.pid
-    return pids
-
-
 async def measure(system: Any, writes: int) -> dict[str, float]:
     leader = system.settle()
     url = system.urls()[leader]
     system.prepare(1)
-    pids = node_pids(system)
+    pids = system.pids()
     async with httpx.AsyncClient(timeout=10.0) as http:
         for n in range(WARMUP_WRITES):
             await system.write(http, url, 0, n)
@@ -85,11 +76,10 @@ def main() -> None:
     if args.writes < 1 or args.runs < 1:
         parser.error("--writes and --runs must be at least 1")
     workdir = Path(tempfile.mkdtemp(prefix="bench-write-path-", dir=os.environ.get("BENCH_DIR")))
-    runs = [
-        with_cluster(args.system, workdir / f"run-{i}",
-                     lambda system: asyncio.run(measure(system, args.writes)))
-        for i in range(args.runs)
-    ]  # fmt: skip
+    runs = []
+    for i in range(args.runs):
+        with running(args.system, workdir / f"run-{i}") as system:
+            runs.append(asyncio.run(measure(system, args.writes)))
     keys = ("wall_ms", "client_cpu_ms", "leader_cpu_ms", "follower_cpu_ms")
     rows = [(f"run {i + 1}", *(f"{r[k]:.3f}" for k in keys)) for i, r in enumerate(runs)]
     if len(runs) > 1:
