@@ -85,6 +85,7 @@ class AioSync:
     def open(cls, probe_dir: str) -> AioSync:
         """An AioSync on the running loop, once a flush of `probe_dir` through it has
         succeeded. OSError, naming what is missing, where kernel AIO cannot be used."""
+        loop = asyncio.get_running_loop()
         syscalls = _SYSCALLS.get(platform.machine())
         if syscalls is None or not hasattr(os, "eventfd"):
             raise OSError(f"no kernel AIO binding for {platform.system()} {platform.machine()}")
@@ -96,8 +97,8 @@ class AioSync:
         except BaseException:
             sync.close()
             raise
-        sync._loop = asyncio.get_running_loop()
-        sync._loop.add_reader(sync._eventfd, sync._reap)
+        sync._loop = loop
+        loop.add_reader(sync._eventfd, sync._reap)
         return sync
 
     def fdatasync(self, fd: int, done: Done) -> None:

@@ -132,7 +132,8 @@ def open_aio_sync(data_dir: str) -> AioSync | None:
     try:
         sync = AioSync.open(data_dir)
     except OSError as exc:
-        log.warning("log flushes run on a thread: kernel AIO unavailable: %s", exc)
+        log.warning("log flushes run on a thread: kernel AIO unavailable: %s", exc,
+                    extra={"ctx": {"data_dir": data_dir}})  # fmt: skip
         return None
     log.info("log flushes run through kernel AIO")
     return sync

@@ -14,8 +14,9 @@ Files:
 - ``LOCK``: held with ``flock`` while open, so two processes never share a directory.
 
 Every mutating call fsyncs before it returns, except ``append_buffered``, which hands its
-flush to the caller (control.raft.storage.BufferedAppend). On open, a torn tail of ``raft.log`` is
-truncated (and logged); any other checksum failure refuses to start (control.raft.records).
+flush to the caller (control.raft.storage.BufferedAppend). On open, a torn tail of
+``raft.log`` is truncated (and logged); any other checksum failure refuses to start
+(control.raft.records).
 """
 
 from __future__ import annotations
