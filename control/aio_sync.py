@@ -73,7 +73,7 @@ class AioSync:
     that :meth:`open` ran on."""
 
     def __init__(self, syscalls: tuple[int, int, int, int], context: int, eventfd: int) -> None:
-        self._setup, self._destroy, self._getevents, self._submit = syscalls
+        _, self._destroy, self._getevents, self._submit = syscalls
         self._context = context
         self._eventfd = eventfd
         self._pending: dict[int, Done] = {}
@@ -131,9 +131,9 @@ class AioSync:
         iocbs = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(iocb))
         _check(_syscall(self._submit, self._context, 1, iocbs), "io_submit")
 
-    def _io_getevents(self, wait: _Timespec) -> list[tuple[int, OSError | None]]:
-        count = _syscall(self._getevents, self._context, 0, _MAX_IN_FLIGHT, self._events,
-                         ctypes.byref(wait))  # fmt: skip
+    def _io_getevents(self, at_least: int, wait: _Timespec) -> list[tuple[int, OSError | None]]:
+        count = _syscall(self._getevents, self._context, at_least, _MAX_IN_FLIGHT,
+                         self._events, ctypes.byref(wait))  # fmt: skip
         _check(count, "io_getevents")
         return [(e.data, _result_error(e.res)) for e in self._events[:count]]
 
@@ -141,25 +141,25 @@ class AioSync:
         fd = os.open(directory, os.O_RDONLY)
         try:
             self._io_submit(fd, 0)
-            wait = _Timespec(_PROBE_SECONDS, 0)
-            count = _syscall(self._getevents, self._context, 1, 1, self._events,
-                             ctypes.byref(wait))  # fmt: skip
-            _check(count, "io_getevents")
-            if count == 0:
-                raise OSError(f"an AIO fdatasync of {directory} took over {_PROBE_SECONDS} s")
-            error = _result_error(self._events[0].res)
-            if error is not None:
-                raise error
-            os.eventfd_read(self._eventfd)
+            # Pending until reaped, so that close() does not wait for it in io_destroy.
+            self._pending[0] = lambda error: None
+            completed = self._io_getevents(1, _Timespec(_PROBE_SECONDS, 0))
         finally:
             os.close(fd)
+        if not completed:
+            raise OSError(f"an AIO fdatasync of {directory} took over {_PROBE_SECONDS} s")
+        del self._pending[0]
+        _, error = completed[0]
+        if error is not None:
+            raise error
+        os.eventfd_read(self._eventfd)  # the probe's completion, already reaped
 
     def _reap(self) -> None:
         try:
             os.eventfd_read(self._eventfd)
         except BlockingIOError:
             return
-        for request, error in self._io_getevents(_Timespec(0, 0)):
+        for request, error in self._io_getevents(0, _Timespec(0, 0)):
             done = self._pending.pop(request, None)
             if done is not None:
                 done(error)
