@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from bench.common import require, table, wrk
-from proxy.backend_url import BackendSpec, Protocol
-from proxy.ring import KetamaRing
+from ringleader.backend_url import BackendSpec, Protocol
+from ringleader.ring import KetamaRing
 from tests.support.servers import LOOPBACK, ProcessGroup, free_port, memcached_url, redis_url
 
 VALUE = b"v" * 100

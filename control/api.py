@@ -32,8 +32,8 @@ from control.node import ProposalFailed, RaftNode
 from control.raft.messages import Message
 from control.raft.types import NodeId, Role
 from control.registry import CommandError, validate_backend_url
-from control.token import authorized
 from control.transport import FrameError, FrameReader
+from ringleader.token import authorized
 
 FORWARDED = "x-ringleader-forwarded"
 REQUEST_ID = "x-request-id"

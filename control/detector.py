@@ -1,6 +1,6 @@
 """The failure detector: turns proxies' health reports into ring changes, on the leader.
 
-Rules (DESIGN.md, ring change by failure; invariants 1, 3 and 6):
+Rules (docs/invariants.md, invariants 1, 3 and 6):
 
 - A backend is marked down when a quorum (by default a majority) of the proxies that have
   reported recently see it down. One proxy with a bad link cannot eject anything.
@@ -29,8 +29,8 @@ from control.metrics import ControlMetrics
 from control.node import ProposalFailed, RaftNode
 from control.raft.types import Role
 from control.registry import AdminState, Health, Pool
-from proxy.backend_url import BackendSpec
-from proxy.backends import BackendError, ClientSettings, make_client
+from ringleader.backend_url import BackendSpec
+from ringleader.backends import BackendError, ClientSettings, make_client
 
 log = logging.getLogger("ringleader.detector")
 
@@ -110,9 +110,7 @@ class FailureDetector:
 
     def reporters(self, pool: str, now: float) -> dict[str, _ProxyReport]:
         ttl = self.settings.report_ttl
-        return {
-            p: r for p, r in self._reports.get(pool, {}).items() if now - r.received_at <= ttl
-        }
+        return {p: r for p, r in self._reports.get(pool, {}).items() if now - r.received_at <= ttl}
 
     def decide(self, pool: Pool, now: float) -> tuple[list[Decision], list[str]]:
         """The ring changes to commit now, and the backends held back by the ejection cap."""

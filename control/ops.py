@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from control.client import ControlClient, ControlError, split_urls
-from control.token import TokenError, load_token
-from proxy.backend_url import parse_backend_url
-from proxy.ring import KetamaRing
+from ringleader.backend_url import parse_backend_url
+from ringleader.control_client import ControlClient, ControlError, split_urls
+from ringleader.ring import KetamaRing
+from ringleader.token import TokenError, load_token
 
 CONTROL_ENV = "RINGLEADER_CONTROL"
 DEFAULT_CONTROL = "http://127.0.0.1:7000"

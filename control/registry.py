@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from proxy.backend_url import BackendSpec, BackendURLError, parse_backend_url
-from proxy.ring.hashes import KEY_HASHES
+from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
+from ringleader.ring.hashes import KEY_HASHES
 
 DEFAULT_POOL = "default"
 EVENT_HISTORY = 1000

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import uvicorn
 import uvloop
 
-from control import jsonlog
 from control.aio_sync import AioSync
 from control.api import ControlAPI
 from control.detector import DetectorLoop, DetectorSettings, FailureDetector
@@ -21,11 +20,12 @@ from control.raft.config import RaftConfig
 from control.raft.diskstore import DiskStorage
 from control.raft.errors import StorageError
 from control.raft.types import NodeId
-from control.token import TokenError, load_token
 from control.transport import HttpTransport, PeerAddress
-from proxy.config import Address, ConfigError, parse_address
-from proxy.embedded import EmbeddedServer
-from proxy.server import bind
+from ringleader import jsonlog
+from ringleader.address import Address, bind, parse_address
+from ringleader.embedded import EmbeddedServer
+from ringleader.settings import ConfigError
+from ringleader.token import TokenError, load_token
 
 log = logging.getLogger("ringleader.control")
 

@@ -35,7 +35,7 @@ from control.metrics import ControlMetrics
 from control.raft.codec import CodecError, decode_message, encode_message
 from control.raft.messages import Message
 from control.raft.types import NodeId
-from control.token import bearer
+from ringleader.token import bearer
 
 log = logging.getLogger("ringleader.transport")
 
@@ -119,9 +119,7 @@ class PeerConnection(asyncio.Protocol):
         self._headers = headers
         self._h11 = h11.Connection(h11.CLIENT)
         self._transport: asyncio.Transport | None = None
-        self._answer: asyncio.Future[tuple[int, bytes]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self._answer: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._status = 0
         self._body = bytearray()
         # Set once the connection is gone, so an answer awaited later fails at once.

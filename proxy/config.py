@@ -8,36 +8,19 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from control.token import TokenError, load_token, read_token_file
-from proxy.backend_url import BackendSpec, BackendURLError, parse_backend_url
-from proxy.backends import ClientSettings
-from proxy.ring.hashes import KEY_HASHES
+from proxy.httpcache.forwarding import UNKEYED
+from ringleader.address import Address, parse_address
+from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
+from ringleader.backends import ClientSettings
+from ringleader.ring.hashes import KEY_HASHES
+from ringleader.settings import ConfigError
+from ringleader.token import TokenError, load_token, read_token_file
 
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # memcached's default item size (-I 1m): a cached body larger than it could never be stored.
 MAX_HTTP_BODY_BYTES = 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message is one line naming it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_address(option: str, text: str) -> Address:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{option}: expected HOST:PORT, got {text!r}")
-    return Address(host, int(port))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +39,7 @@ class ProxyConfig:
     health_timeout: float = 0.25
     # With --control: the cluster token (health reports change state), how often the
     # proxy reports even without news, and the TTL cap on writes that land on a backend
-    # only because the key's owner is down (DESIGN.md invariant 3).
+    # only because the key's owner is down (docs/invariants.md, invariant 3).
     token: str | None = field(default=None, repr=False)
     report_interval: float = 2.0
     failover_ttl: int = 30
@@ -68,6 +51,9 @@ class ProxyConfig:
     lease_ttl: int = 3
     lease_wait: float = 2.0
     origin_timeout: float = 10.0
+    forward_headers: tuple[str, ...] = ()
+    pass_ttl: int = 120
+    max_variants: int = 8
 
 
 # Setting name (as a flag without dashes, or a TOML key) -> how to read it.
@@ -76,7 +62,8 @@ _KEYS = {
     "max-value-bytes", "connect-timeout", "request-timeout", "connections",
     "health-interval", "health-timeout", "http-max-body-bytes", "cache-cookies",
     "heuristic-cap", "purge-token-file", "lease-ttl", "lease-wait", "origin-timeout",
-    "token-file", "report-interval", "failover-ttl",
+    "token-file", "report-interval", "failover-ttl", "forward-header", "pass-ttl",
+    "max-variants",
 }  # fmt: skip
 
 
@@ -142,6 +129,9 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
         lease_ttl=int(_positive("lease-ttl", get("lease-ttl"), 3, integer=True)),
         lease_wait=_positive("lease-wait", get("lease-wait"), 2.0),
         origin_timeout=_positive("origin-timeout", get("origin-timeout"), 10.0),
+        forward_headers=_forward_headers(get("forward-header")),
+        pass_ttl=int(_positive("pass-ttl", get("pass-ttl"), 120, integer=True)),
+        max_variants=int(_positive("max-variants", get("max-variants"), 8, integer=True)),
     )
 
 
@@ -178,6 +168,17 @@ def _token(path: Any) -> str | None:
         raise ConfigError(str(exc)) from None
 
 
+def _forward_headers(value: Any) -> tuple[str, ...]:
+    names = tuple(name.strip().lower() for name in _list("forward-header", value))
+    unknown = [name for name in names if name.encode("latin-1") not in UNKEYED]
+    if unknown:
+        raise ConfigError(
+            f"--forward-header: {unknown[0]!r} is forwarded already; the option takes one of "
+            f"{', '.join(sorted(n.decode() for n in UNKEYED))}"
+        )
+    return names
+
+
 def _list(name: str, value: Any) -> list[str]:
     if value is None:
         return []
@@ -199,8 +200,14 @@ def _origin(value: Any) -> str | None:
     if value is None:
         return None
     text = str(value)
-    if not text.startswith(("http://", "https://")):
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"--origin: expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment or parts.username is not None:
+        raise ConfigError(
+            f"--origin: a query, fragment or user name cannot be a prefix, got {text!r}"
+        )
+    # A path is a prefix: `--origin http://h/app` forwards /x as /app/x.
     return text.rstrip("/")
 
 

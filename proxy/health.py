@@ -1,7 +1,7 @@
 """Heartbeats: the proxy's own view of each backend (memcached `version`, redis `PING`).
 
-The view is evidence only. Invariant 1 of DESIGN.md: a proxy never reroutes on what it sees
-alone; it reports, and the control plane decides.
+The view is evidence only (docs/invariants.md, invariant 1): a proxy never reroutes on what
+it sees alone; it reports, and the control plane decides.
 
 Each backend has its own probe loop. A failed probe is retried quickly, and the verdict
 turns `down` only after `DOWN_AFTER` consecutive failures, so one lost packet is not an
@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.backend_url import BackendSpec
-from proxy.backends import BackendError, CacheClient, ClientSettings, make_client
 from proxy.metrics import ProxyMetrics
+from ringleader.backend_url import BackendSpec
+from ringleader.backends import BackendError, CacheClient, ClientSettings, make_client
 
 log = logging.getLogger("ringleader.health")
 

@@ -16,11 +16,11 @@ from proxy.asgi import (
     respond,
     respond_error,
 )
-from proxy.backends import BackendError
-from proxy.backends.errors import BackendRejected
 from proxy.keys import key_problem
 from proxy.metrics import ProxyMetrics
 from proxy.router import Route, Router
+from ringleader.backends import BackendError
+from ringleader.backends.errors import BackendRejected
 
 KV_PREFIX = b"/v1/kv/"
 # Ten years: anything longer is almost certainly a unit mistake (ms for s).
@@ -34,13 +34,10 @@ _NOT_FOUND = b'{"error": "not_found", "message": "no such key"}'
 
 
 class KVHandler:
-    def __init__(
-        self, router: Router, metrics: ProxyMetrics, max_value_bytes: int, failover_ttl: int
-    ) -> None:
+    def __init__(self, router: Router, metrics: ProxyMetrics, max_value_bytes: int) -> None:
         self._router = router
         self._metrics = metrics
         self._max_value_bytes = max_value_bytes
-        self._failover_ttl = failover_ttl
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Serves one request and returns its status code."""
@@ -113,10 +110,7 @@ class KVHandler:
             return 413
         except ClientDisconnected:
             return CLIENT_CLOSED
-        if self._router.table.is_failover(key, route):
-            # Invariant 3: bounded staleness for data written while the owner is away.
-            ttl = self._failover_ttl if ttl == 0 else min(ttl, self._failover_ttl)
-            self._metrics.failover_writes.labels(route.spec.name).inc()
+        ttl = self._router.table.write_ttl(key, route, ttl)
         started = time.perf_counter()
         try:
             await route.client.set(key, value, ttl)

@@ -40,8 +40,8 @@ class ProxyMetrics:
         )
         self.failover_writes = CounterFamily(
             "ringleader_proxy_failover_writes_total",
-            "KV writes that landed on a backend only because the key's owner is down; "
-            "their TTL is capped.",
+            "Writes (KV, HTTP cache) that landed on a backend only because the key's owner "
+            "is down; their TTL is capped.",
             ("backend",),
         )
         self.ring_epoch = GaugeFamily(
@@ -88,6 +88,12 @@ class ProxyMetrics:
             "size; error: backend failed, entry dropped).",
             ("result",),
         )
+        self.http_cache_passes = CounterFamily(
+            "ringleader_http_cache_pass_marks_total",
+            "Hit-for-pass markers set: an answer no request may share, by reason (no-store, "
+            "private, set-cookie, vary-star, no-freshness, status, too-large).",
+            ("reason",),
+        )
         self.http_cache_coalesced = CounterFamily(
             "ringleader_http_cache_coalesced_waits_total",
             "Requests that waited for another request's origin fetch, by scope (worker: "
@@ -124,6 +130,7 @@ class ProxyMetrics:
                 self.worker_restarts,
                 self.http_cache_results,
                 self.http_cache_stores,
+                self.http_cache_passes,
                 self.http_cache_coalesced,
                 self.origin_requests,
                 self.origin_duration,

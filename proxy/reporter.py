@@ -12,9 +12,9 @@ import logging
 import socket
 from urllib.parse import quote
 
-from control.client import ControlClient, ControlError
 from proxy.config import ProxyConfig
 from proxy.health import BackendHealth
+from ringleader.control_client import ControlClient, ControlError
 
 log = logging.getLogger("ringleader.reporter")
 

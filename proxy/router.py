@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from proxy.backend_url import BackendSpec
-from proxy.backends import CacheClient, ClientSettings, make_client
-from proxy.ring import KetamaRing
+from proxy.telemetry import CounterChild, CounterFamily
+from ringleader.backend_url import BackendSpec
+from ringleader.backends import CacheClient, ClientSettings, make_client
+from ringleader.ring import KetamaRing
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class Route:
     spec: BackendSpec
     client: CacheClient
     headers: tuple[tuple[bytes, bytes], ...]
+    failover_writes: CounterChild
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class RoutingTable:
 
     state: RingState
     ring: KetamaRing | None  # None while the pool has no backends in its ring
+    failover_ttl: int
     routes: dict[str, Route] = field(default_factory=dict)
     owner_ring: KetamaRing | None = None
 
@@ -50,10 +53,27 @@ class RoutingTable:
         """Whether `key` routes to `route` only because its owner is down."""
         return self.owner_ring is not None and self.owner_ring.lookup(key).name != route.spec.name
 
+    def write_ttl(self, key: bytes, route: Route, ttl: int) -> int:
+        """The TTL every writer gives `key` on `route`: `ttl` (0: no expiry), capped at
+        `failover_ttl` when the key lands there only because its owner is down
+        (docs/invariants.md, invariant 3: bounded staleness after the owner rejoins)."""
+        if not self.is_failover(key, route):
+            return ttl
+        route.failover_writes.inc()
+        return self.failover_ttl if ttl == 0 else min(ttl, self.failover_ttl)
+
 
 class Router:
-    def __init__(self, settings: ClientSettings, initial: RingState) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        initial: RingState,
+        failover_ttl: int,
+        failover_writes: CounterFamily,
+    ) -> None:
         self._settings = settings
+        self._failover_ttl = failover_ttl
+        self._failover_writes = failover_writes
         self._clients: dict[BackendSpec, CacheClient] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self.table = self._build(initial)
@@ -90,10 +110,11 @@ class Router:
             if client is None:
                 client = self._clients[spec] = make_client(spec, self._settings)
             headers = ((b"x-ringleader-backend", spec.name.encode()), epoch_header)
-            routes[spec.name] = Route(spec, client, headers)
+            failovers = self._failover_writes.labels(spec.name)
+            routes[spec.name] = Route(spec, client, headers, failovers)
         ring = KetamaRing(state.backends, state.hash_name) if state.backends else None
         owners = KetamaRing(state.owners, state.hash_name) if state.owners else None
-        return RoutingTable(state, ring, routes, owners)
+        return RoutingTable(state, ring, self._failover_ttl, routes, owners)
 
     async def close(self) -> None:
         for client in self._clients.values():

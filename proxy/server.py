@@ -22,8 +22,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from proxy.admin import admin_app
-from proxy.config import Address, ProxyConfig
-from proxy.embedded import EmbeddedServer
+from proxy.config import ProxyConfig
 from proxy.health import HealthProber
 from proxy.metrics import ProxyMetrics
 from proxy.reporter import HealthReporter
@@ -31,28 +30,12 @@ from proxy.router import RingState
 from proxy.telemetry import MergedCollector, MergedMetrics, Snapshot
 from proxy.watch import RingWatcher
 from proxy.worker import DRAIN_SECONDS, WorkerSpec, worker_main
+from ringleader.address import bind
+from ringleader.embedded import EmbeddedServer
 
 log = logging.getLogger("ringleader.proxy")
 
 RESTART_BACKOFF_MAX = 5.0
-
-
-class BindError(OSError):
-    pass
-
-
-def bind(address: Address, what: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((address.host, address.port))
-    except OSError as exc:
-        sock.close()
-        raise BindError(f"{what} {address}: cannot listen: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 @dataclass
@@ -271,9 +254,14 @@ async def serve(config: ProxyConfig) -> None:
     log.info(
         "proxy listening",
         extra={
-            "ctx": {"listen": str(config.listen), "admin": str(config.admin),
-                    "workers": config.workers, "backends": [b.name for b in config.backends],
-                    "control": list(config.control), "pool": config.pool}
+            "ctx": {
+                "listen": str(config.listen),
+                "admin": str(config.admin),
+                "workers": config.workers,
+                "backends": [b.name for b in config.backends],
+                "control": list(config.control),
+                "pool": config.pool,
+            }
         },
     )
     await stop.wait()

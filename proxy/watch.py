@@ -1,6 +1,6 @@
 """The ring watch: a long-poll on the control plane that yields each newer ring.
 
-Static stability (DESIGN.md invariant 5): when the control plane is unreachable the proxy
+Static stability (docs/invariants.md, invariant 5): when the control plane is unreachable the proxy
 keeps the last ring it has and retries every control URL with jittered backoff.
 """
 
@@ -12,10 +12,10 @@ import random
 from collections.abc import Callable
 from urllib.parse import quote
 
-from control.client import ControlClient, ControlError
-from proxy.backend_url import BackendURLError, parse_backend_url
 from proxy.router import RingState
 from proxy.telemetry import GaugeChild
+from ringleader.backend_url import BackendURLError, parse_backend_url
+from ringleader.control_client import ControlClient, ControlError
 
 log = logging.getLogger("ringleader.watch")
 

@@ -17,10 +17,8 @@ from multiprocessing.connection import Connection
 import uvicorn
 import uvloop
 
-from control import jsonlog
 from proxy.app import DataPlane
 from proxy.config import ProxyConfig
-from proxy.embedded import EmbeddedServer
 from proxy.httpcache.handler import CacheSettings, HTTPCacheHandler
 from proxy.httpcache.origin import OriginClient, OriginSettings
 from proxy.httpcache.policy import CachePolicy
@@ -28,6 +26,8 @@ from proxy.httpcache.storage import EntryStore
 from proxy.kv import KVHandler
 from proxy.metrics import ProxyMetrics
 from proxy.router import RingState, Router
+from ringleader import jsonlog
+from ringleader.embedded import EmbeddedServer
 
 # Metrics reach the supervisor this often; backend errors in them trigger probes, so this
 # bounds how late live traffic counts as evidence.
@@ -51,11 +51,13 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> None
 
 async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> None:
     metrics = ProxyMetrics()
-    router = Router(spec.config.client, spec.ring)
+    router = Router(
+        spec.config.client, spec.ring, spec.config.failover_ttl, metrics.failover_writes
+    )
     metrics.ring_epoch.labels().set(spec.ring.epoch)
     metrics.ring_backends.labels().set(len(spec.ring.backends))
     http = _http_cache(spec.config, router, metrics)
-    kv = KVHandler(router, metrics, spec.config.max_value_bytes, spec.config.failover_ttl)
+    kv = KVHandler(router, metrics, spec.config.max_value_bytes)
     app = DataPlane(kv, metrics, http)
     server = EmbeddedServer(
         uvicorn.Config(
@@ -128,7 +130,10 @@ def _http_cache(
         purge_token=None if config.purge_token is None else config.purge_token.encode(),
         lease_ttl=config.lease_ttl,
         lease_wait=config.lease_wait,
+        pass_ttl=config.pass_ttl,
+        max_variants=config.max_variants,
+        forward_headers=config.forward_headers,
     )
     origin = OriginClient(OriginSettings(config.origin, timeout=config.origin_timeout), metrics)
-    store = EntryStore(router, metrics, config.failover_ttl)
+    store = EntryStore(router, metrics, config.max_variants)
     return HTTPCacheHandler(store, origin, settings, metrics)

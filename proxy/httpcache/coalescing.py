@@ -4,7 +4,7 @@ In a worker, the first request for a key that must go to the origin leads a flig
 others follow it and get the entry it stored (or None: not storable, too large, failed).
 Across workers and proxies, the leader first takes a lease in the backend that owns the
 key (add-if-absent with a TTL, as Facebook's memcache leases). A request that finds the
-lease held polls the backend for the entry instead of fetching.
+lease held polls the lease until it is released, then reads the entry once.
 
 Both waits are bounded by ``wait`` seconds: a follower whose leader is slow or gone goes
 to the origin itself, so coalescing can delay a request but never strand it.
@@ -28,6 +28,7 @@ class Flights:
 
     def __init__(self) -> None:
         self._flights: dict[bytes, asyncio.Future[Entry | None]] = {}
+        self._followers: dict[bytes, int] = {}
 
     def lead(self, key: bytes) -> asyncio.Future[Entry | None] | None:
         """A new flight for ``key``, or None if one is already in the air."""
@@ -36,8 +37,27 @@ class Flights:
         flight = self._flights[key] = asyncio.get_running_loop().create_future()
         return flight
 
-    def in_flight(self, key: bytes) -> asyncio.Future[Entry | None] | None:
-        return self._flights.get(key)
+    def followed(self, key: bytes) -> bool:
+        """Whether requests wait on ``key``'s flight: its leader must not abandon it."""
+        return self._followers.get(key, 0) > 0
+
+    async def follow(self, key: bytes, wait: float) -> Entry | None:
+        """The entry ``key``'s flight lands with, or None if it lands with none (or none
+        is in the air) within ``wait`` seconds."""
+        flight = self._flights.get(key)
+        if flight is None:
+            return None
+        self._followers[key] = self._followers.get(key, 0) + 1
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight), wait)
+        except TimeoutError:
+            return None
+        finally:
+            left = self._followers[key] - 1
+            if left:
+                self._followers[key] = left
+            else:
+                del self._followers[key]
 
     def land(self, key: bytes, flight: asyncio.Future[Entry | None], entry: Entry | None) -> None:
         """End ``flight``, handing ``entry`` to its followers. Idempotent."""
@@ -47,38 +67,16 @@ class Flights:
             del self._flights[key]
 
 
-async def follow(flight: asyncio.Future[Entry | None], wait: float) -> Entry | None:
-    """The leader's entry, or None if it stored none within ``wait`` seconds."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(flight), wait)
-    except TimeoutError:
-        return None
-
-
-async def await_fleet_fill(
-    store: EntryStore, key: bytes, wait: float, replacing: Entry | None
-) -> Entry | None:
-    """The entry another proxy's lease holder stores (newer than ``replacing``, the stale
-    entry being revalidated, if any), or None once the lease is gone without one or
-    ``wait`` seconds have passed."""
+async def await_lease_release(store: EntryStore, key: bytes, wait: float) -> bool:
+    """True once nobody in the fleet holds ``key``'s lease, False after ``wait`` seconds.
+    Only the lease, a one-byte value, is polled: the waiter reads the slot once, after."""
     deadline = time.monotonic() + wait
     delay = POLL_FIRST
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None
+            return False
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, POLL_MAX)
-        entry = _newer(await store.get(key), replacing)
-        if entry is not None:
-            return entry
         if not await store.lease_held(key):
-            # The holder stores before it releases, so one more read settles it: an
-            # entry, or none (not storable, too large, origin failed, lease expired).
-            return _newer(await store.get(key), replacing)
-
-
-def _newer(entry: Entry | None, replacing: Entry | None) -> Entry | None:
-    if entry is None or replacing is None or entry.response_time > replacing.response_time:
-        return entry
-    return None
+            return True

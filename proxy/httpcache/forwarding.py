@@ -6,10 +6,12 @@ from the client's Host or an absolute-form target. A client's Host that names an
 site therefore reaches the same origin object under the same key: it can neither select
 nor poison another host's entries. A missing, repeated or malformed Host is a 400
 (RFC 9112 §3.2). The client's Host is not forwarded, not even as X-Forwarded-Host, which
-is a classic unkeyed cache-poisoning input.
+is a classic unkeyed cache-poisoning input (UNKEYED lists the others).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from .headers import HeaderList, Headers, hop_by_hop_names
 
@@ -19,8 +21,17 @@ MAX_HEADER_BYTES = 32 * 1024
 VIA = b"1.1 ringleader"
 
 # Framing is re-derived for the upstream request (httpx sets Content-Length or chunked
-# from the body we pass), so the client's framing fields are never forwarded.
-_NOT_FORWARDED = frozenset({b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-host"})
+# from the body we pass), so the client's framing fields are never forwarded. Host is the
+# origin's; X-Forwarded-For is appended to, never passed on as the client wrote it.
+_NEVER_FORWARDED = frozenset({b"host", b"content-length", b"x-forwarded-for"})
+UNKEYED = frozenset(
+    {b"forwarded", b"x-forwarded-host", b"x-forwarded-server", b"x-forwarded-proto",
+     b"x-forwarded-port", b"x-forwarded-scheme", b"x-host", b"x-original-url",
+     b"x-rewrite-url", b"x-http-method-override"}
+)  # fmt: skip
+"""Request fields that frameworks read as the URL, host, scheme or method, but that are
+not in the cache key: forwarded, each would let one client poison the entry every other
+client gets. Only `--forward-header NAME` lets one through."""
 _CLIENT_CONDITIONS = frozenset(
     {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range",
      b"range"}
@@ -78,14 +89,20 @@ def _has_dot_segment(path: bytes) -> bool:
     return any(segment in (b".", b"..") for segment in path.split(b"/"))
 
 
+def not_forwarded(forward_headers: Iterable[str]) -> frozenset[bytes]:
+    """The request fields never sent upstream, given the names `--forward-header` allows."""
+    allowed = frozenset(name.lower().encode("latin-1") for name in forward_headers)
+    return _NEVER_FORWARDED | (UNKEYED - allowed)
+
+
 def upstream_headers(
-    headers: Headers, client_host: str | None, strip_conditions: bool
+    headers: Headers, client_host: str | None, strip_conditions: bool, never: frozenset[bytes]
 ) -> HeaderList:
-    """The client's headers as forwarded: without hop-by-hop fields (RFC 9110 §7.6.1),
-    Host and framing, with X-Forwarded-For appended and our Via added (§7.6.3).
-    ``strip_conditions`` also drops the client's preconditions and Range, for fetches
-    that fill the cache (the cache answers those itself)."""
-    dropped = hop_by_hop_names(headers) | _NOT_FORWARDED
+    """The client's headers as forwarded: without hop-by-hop fields (RFC 9110 §7.6.1)
+    and the ``never`` fields (not_forwarded()), with X-Forwarded-For appended and our Via
+    added (§7.6.3). ``strip_conditions`` also drops the client's preconditions and Range,
+    for fetches that fill the cache (the cache answers those itself)."""
+    dropped = hop_by_hop_names(headers) | never
     if strip_conditions:
         dropped |= _CLIENT_CONDITIONS
     forwarded_for: list[bytes] = []

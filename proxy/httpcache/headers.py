@@ -1,6 +1,6 @@
 """Access to ASGI raw header lists (lowercase names, repeated names allowed)."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 Headers = Sequence[tuple[bytes, bytes]]
 """Header fields as ASGI gives them: ``(lowercase name, value)`` pairs, in order."""
@@ -25,6 +25,11 @@ HOP_BY_HOP = frozenset(
         b"trailer",
     }
 )
+
+
+def lowercased(headers: Iterable[tuple[bytes, bytes]]) -> HeaderList:
+    """``headers`` with lowercase names: the form every layer above the wire compares."""
+    return [(name.lower(), value) for name, value in headers]
 
 
 def first(headers: Headers, name: bytes) -> bytes | None:
@@ -64,3 +69,18 @@ def without(headers: Headers, names: frozenset[bytes]) -> HeaderList:
 def strip_hop_by_hop(headers: Headers) -> HeaderList:
     """``headers`` without hop-by-hop fields and the fields Connection nominates."""
     return without(headers, hop_by_hop_names(headers))
+
+
+# RFC 9110 §5.6.2 token characters, and the bytes a field value may hold (§5.5: visible
+# characters, obs-text, space and tab).
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FIELD_VALUE = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t"
+
+
+def invalid_field(headers: Headers) -> bytes | None:
+    """The name of the first field line that is not valid HTTP, or None. Such a message
+    is neither relayed nor stored: a control byte in a value splits responses."""
+    for name, value in headers:
+        if not name or name.translate(None, _TCHAR) or value.translate(None, _FIELD_VALUE):
+            return name
+    return None

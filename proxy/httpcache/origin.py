@@ -7,6 +7,7 @@ caller decides between stale, 502 and 504.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import httpx
 from proxy.metrics import ProxyMetrics
 from proxy.telemetry import CounterChild
 
-from .headers import HeaderList
+from .headers import HeaderList, lowercased
 
 log = logging.getLogger("ringleader.httpcache.origin")
 
@@ -53,18 +54,35 @@ class OriginSettings:
     max_connections: int = 256
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps nothing, so httpx has no cookie to send on any request."""
+
+    def __init__(self) -> None:
+        super().__init__(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class OriginReply:
     """An origin response whose body has not been read yet: read it with
     ``read_up_to`` and ``rest``, and always ``close`` it."""
 
-    __slots__ = ("_chunks", "_response", "headers", "request_time", "response_time", "status")
+    __slots__ = (
+        "_chunks",
+        "_response",
+        "_unread",
+        "headers",
+        "request_time",
+        "response_time",
+        "status",
+    )
 
     def __init__(self, response: httpx.Response, request_time: float) -> None:
         self._response = response
         self._chunks = response.aiter_raw()
+        self._unread = b""
         self.status = response.status_code
-        # h11 gives lowercase names; the policy layer wants ASGI form.
-        self.headers: HeaderList = list(response.headers.raw)
+        # Names arrive in the origin's casing (nginx sends Cache-Control); every layer
+        # above compares lowercase names.
+        self.headers: HeaderList = lowercased(response.headers.raw)
         self.request_time = request_time
         self.response_time = time.time()
 
@@ -86,7 +104,14 @@ class OriginReply:
             raise _error(exc) from None
         return b"".join(parts), True
 
+    def unread(self, prefix: bytes) -> None:
+        """Give back what read_up_to returned: rest() yields it first."""
+        self._unread = prefix
+
     async def rest(self) -> AsyncIterator[bytes]:
+        if self._unread:
+            prefix, self._unread = self._unread, b""
+            yield prefix
         try:
             async for chunk in self._chunks:
                 yield chunk
@@ -104,7 +129,11 @@ class OriginClient:
         self._base = httpx.URL(settings.url)
         self.scheme: bytes = self._base.scheme.encode()
         self.authority: bytes = self._base.netloc
+        # `--origin http://host/app`: every target is forwarded under /app.
+        self._prefix = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         self._client = httpx.AsyncClient(
+            # No jar: a Set-Cookie given to one user must never ride on another's request.
+            cookies=_NoCookies(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
@@ -127,8 +156,13 @@ class OriginClient:
         content: AsyncIterator[bytes] | None = None,
     ) -> OriginReply:
         """Send the request and return once the status and headers have arrived."""
-        request = self._client.build_request(
-            method, self._base.copy_with(raw_path=target), headers=headers, content=content
+        # A bare Request, not build_request(): that would add the client's default
+        # Accept, Accept-Encoding, User-Agent and cookies, which the client never sent.
+        request = httpx.Request(
+            method,
+            self._base.copy_with(raw_path=self._prefix + target),
+            headers=headers,
+            content=content,
         )
         started = time.time()
         try:

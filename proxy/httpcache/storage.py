@@ -1,16 +1,17 @@
-"""Entries and leases in the memcached/redis pool, sharded by the ring.
+"""Entries, variant indexes, pass markers and leases in the memcached/redis pool,
+sharded by the ring (slot.py describes what a URI's slot holds).
 
-Backend keys are digests of the canonical cache key (proxy.httpcache.key): a key may
-be longer than memcached's 250 bytes and holds spaces. There is one slot per URI key
-(the policy stores one variant per key, and HEAD shares GET's key), so deleting that
-slot removes every variant: PURGE and invalidation need no variant index.
+Backend keys are digests of canonical cache keys (proxy.httpcache.key): a key may be
+longer than memcached's 250 bytes and holds spaces. Every backend key starts with one of
+RESERVED_PREFIXES, which the KV API refuses, so no KV client can write, read or lease a
+cache slot.
 
-A lease lives on the backend that owns the entry (it is routed by the entry's
+A lease lives on the backend that owns the URI's slot (it is routed by the slot's
 digest), so `add` on it is a fleet-wide compare-and-set for "who fetches this key".
 
 Every backend failure degrades here: a read that fails is a miss, a write that fails is
 dropped. The caller never sees BackendError, so the cache tier is never a reason for a
-5xx (DESIGN.md, data flow 2).
+5xx (docs/invariants.md, invariant 9).
 """
 
 from __future__ import annotations
@@ -19,26 +20,41 @@ import contextlib
 import hashlib
 import math
 
-from proxy.backends import BackendError
-from proxy.backends.errors import BackendRejected
+from proxy.keys import CACHE_PREFIX, LEASE_PREFIX
 from proxy.metrics import ProxyMetrics
 from proxy.router import Route, Router
+from ringleader.backends import BackendError
+from ringleader.backends.errors import BackendRejected
 
 from .age import entry_age
 from .cache_control import parse_cache_control
 from .entry import Entry, UnreadableEntry, decode_entry, encode_entry
 from .freshness import freshness_lifetime
-from .headers import first
+from .headers import Headers, first
 from .policy import CachePolicy
+from .slot import (
+    INDEX_MAGIC,
+    PASS,
+    PASS_MARKER,
+    PassMarker,
+    UnreadableSlot,
+    VariantIndex,
+    decode_index,
+    encode_index,
+    variant_key,
+    variant_of,
+)
+from .vary import vary_record
 
-ENTRY_PREFIX = b"rlhc:"
-LEASE_PREFIX = b"rlhl:"
 # memcached reads an exptime above 30 days as an absolute time; the store never needs more.
 MAX_TTL = 30 * 24 * 3600
 REVALIDATION_KEEP = 3600
 """Seconds an entry with a validator (ETag, Last-Modified) outlives its freshness and
 stale windows, so that it can still be revalidated with a cheap 304 (or served under a
 client's max-stale) instead of being fetched whole."""
+
+Slot = Entry | VariantIndex | PassMarker | None
+"""What a URI key's slot holds; None: nothing (or nothing readable, or no backend)."""
 
 
 def digest(key: bytes) -> bytes:
@@ -61,10 +77,10 @@ def retention(entry: Entry, now: float, policy: CachePolicy) -> int:
 
 
 class EntryStore:
-    def __init__(self, router: Router, metrics: ProxyMetrics, failover_ttl: int) -> None:
+    def __init__(self, router: Router, metrics: ProxyMetrics, max_variants: int) -> None:
         self._router = router
         self._metrics = metrics
-        self._failover_ttl = failover_ttl
+        self._max_variants = max_variants
         self._lookups = {
             result: metrics.cache_lookups.labels("http", result)
             for result in ("hit", "miss", "error", "unreadable")
@@ -79,65 +95,118 @@ class EntryStore:
         treats like an unreachable backend."""
         return self._router.table.route(slot)
 
-    async def get(self, key: bytes) -> Entry | None:
-        """The entry stored under ``key``; None when absent, unreadable or unreachable."""
-        slot = digest(key)
+    async def lookup(self, key: bytes) -> Slot:
+        """What ``key``'s slot holds."""
+        data = await self._read(digest(key))
+        if data is None:
+            return None
+        try:
+            if data.startswith(INDEX_MAGIC):
+                index: Slot = decode_index(data)
+                return index
+            if data == PASS_MARKER:
+                return PASS
+            return decode_entry(data)
+        except (UnreadableEntry, UnreadableSlot):
+            # Another format version, or corrupted: a miss, and the next store overwrites it.
+            self._lookups["unreadable"].inc()
+            return None
+
+    async def variant(self, key: bytes, index: VariantIndex, view: Headers) -> Entry | None:
+        """The variant of ``key`` that the request (as forwarded) selects, if stored."""
+        variant = variant_of(vary_record(index.names, view))
+        data = await self._read(digest(variant_key(key, index, variant)))
+        if data is None:
+            return None
+        try:
+            return decode_entry(data)
+        except UnreadableEntry:
+            self._lookups["unreadable"].inc()
+            return None
+
+    async def _read(self, slot: bytes) -> bytes | None:
         route = self._route(slot)
         if route is None:
             self._lookups["error"].inc()
             return None
         try:
-            data = await route.client.get(ENTRY_PREFIX + slot)
+            data = await route.client.get(CACHE_PREFIX + slot)
         except BackendError as exc:
             self._failed(route, "get", exc)
             self._lookups["error"].inc()
             return None
-        if data is None:
-            self._lookups["miss"].inc()
-            return None
-        try:
-            entry = decode_entry(data)
-        except UnreadableEntry:
-            # An entry from another format version, or corrupted: a miss, and the next
-            # store overwrites it.
-            self._lookups["unreadable"].inc()
-            return None
-        self._lookups["hit"].inc()
-        return entry
+        self._lookups["miss" if data is None else "hit"].inc()
+        return data
 
-    async def put(self, key: bytes, entry: Entry, ttl: int) -> bool:
-        """Store ``entry`` for ``ttl`` seconds (>= 1); False if it was not stored."""
-        slot = digest(key)
+    async def put(self, key: bytes, entry: Entry, ttl: int, head: Slot) -> bool:
+        """Store ``entry`` for ``ttl`` seconds (>= 1); False if it was not stored.
+        ``head`` is what lookup() found in the slot: a varying entry joins its index (or
+        starts a new one), pushing out the oldest variant past max_variants."""
+        names = tuple(name for name, _ in entry.vary)
+        if not names:
+            stored = await self._write(digest(key), encode_entry(entry), ttl, count=True)
+            if stored and isinstance(head, VariantIndex):
+                await self._drop(head.variants)
+            return stored
+        index = head if isinstance(head, VariantIndex) and head.names == names else None
+        if index is None:
+            if isinstance(head, VariantIndex):
+                await self._drop(head.variants)
+            index = VariantIndex.new(names)
+        slot = digest(variant_key(key, index, variant_of(entry.vary)))
+        if not await self._write(slot, encode_entry(entry), ttl, count=True):
+            return False
+        index, evicted = index.with_variant(slot, self._max_variants)
+        await self._drop(evicted)
+        # The index goes last: a reader that finds it finds the variant (or a miss).
+        return await self._write(digest(key), encode_index(index), MAX_TTL, count=False)
+
+    async def mark_pass(self, key: bytes, ttl: int) -> None:
+        """Hit-for-pass for ``ttl`` seconds: requests for ``key`` go straight to the origin."""
+        await self._write(digest(key), PASS_MARKER, ttl, count=False)
+
+    async def _write(self, slot: bytes, value: bytes, ttl: int, count: bool) -> bool:
         route = self._route(slot)
         if route is None:
-            self._stores["error"].inc()
+            if count:
+                self._stores["error"].inc()
             return False
-        ttl = min(ttl, MAX_TTL)
-        if self._router.table.is_failover(slot, route):
-            # DESIGN.md invariant 3: an entry parked away from its down owner is short-lived.
-            ttl = min(ttl, self._failover_ttl)
-            self._metrics.failover_writes.labels(route.spec.name).inc()
+        ttl = self._router.table.write_ttl(slot, route, min(ttl, MAX_TTL))
         try:
-            await route.client.set(ENTRY_PREFIX + slot, encode_entry(entry), ttl)
+            await route.client.set(CACHE_PREFIX + slot, value, ttl)
         except BackendRejected:
             # Over the backend's item size once headers are added: served, not stored.
-            self._stores["rejected"].inc()
+            if count:
+                self._stores["rejected"].inc()
             return False
         except BackendError as exc:
             self._failed(route, "set", exc)
-            self._stores["error"].inc()
+            if count:
+                self._stores["error"].inc()
             return False
-        self._stores["stored"].inc()
+        if count:
+            self._stores["stored"].inc()
         return True
 
     async def delete(self, key: bytes) -> bool | None:
-        """Drop ``key``'s slot (all its variants): True if it existed, None on failure."""
+        """Drop ``key``'s slot and every variant it lists: True if it held something,
+        None on failure."""
         slot = digest(key)
+        head = await self.lookup(key)
+        if isinstance(head, VariantIndex):
+            await self._drop(head.variants)
+        return await self._delete(slot)
+
+    async def _drop(self, slots: tuple[bytes, ...]) -> None:
+        for slot in slots:
+            await self._delete(slot)
+
+    async def _delete(self, slot: bytes) -> bool | None:
         route = self._route(slot)
         if route is None:
             return None
         try:
-            return await route.client.delete(ENTRY_PREFIX + slot)
+            return await route.client.delete(CACHE_PREFIX + slot)
         except BackendError as exc:
             self._failed(route, "delete", exc)
             return None
@@ -158,7 +227,8 @@ class EntryStore:
         return Lease(route, slot) if acquired else None
 
     async def lease_held(self, key: bytes) -> bool:
-        """Whether someone in the fleet holds ``key``'s lease (False if unknown)."""
+        """Whether someone in the fleet holds ``key``'s lease (False if unknown). Its
+        value is one byte: waiters poll this, never the entry they wait for."""
         slot = digest(key)
         route = self._route(slot)
         if route is None:

@@ -68,7 +68,9 @@ def freshen(
         for field, value in stored_headers(not_modified, response_time)
         if field != b"content-length"
     ]
-    replaced = frozenset(field for field, _ in update)
+    # The stored Age described the stored response at its receipt; the 304 restarts the
+    # clock (§4.2.3 from the new times), carrying its own Age if it has one (§4.3.4).
+    replaced = frozenset(field for field, _ in update) | {b"age"}
     return dataclasses.replace(
         entry,
         headers=(*without(entry.headers, replaced), *update),

@@ -11,8 +11,8 @@ from control.detector import DetectorLoop, DetectorSettings, FailureDetector
 from control.metrics import ControlMetrics
 from control.raft.types import Role, SoftState
 from control.registry import Backend, Health, Pool
-from proxy.backend_url import BackendSpec
-from proxy.backends import BackendUnavailable
+from ringleader.backend_url import BackendSpec
+from ringleader.backends import BackendUnavailable
 
 SETTINGS = DetectorSettings(report_ttl=6.0, hysteresis=5.0, max_eject_fraction=0.5)
 

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from control import service
-from control.cli import build_parser
 from proxy import cli as proxy_cli
 from proxy import config as proxy_config
-from proxy.backend_url import parse_backend_url
 from proxy.worker import DRAIN_SECONDS
+from ringleader.backend_url import parse_backend_url
+from ringleader.cli import build_parser
 from tests.dashboards.rules import load_rules
 from tests.deploy.containers import FAKE_TOKEN, run_with_stub
 from tests.deploy.manifests import (

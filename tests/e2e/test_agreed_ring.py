@@ -8,7 +8,8 @@ every proxy agreeing), so tests do not depend on each other's order; the last on
 the whole control plane and restarts it.
 
 Throughout the module every KV response's `X-Ringleader-Epoch` is logged per proxy, and
-after each test the log is checked: a proxy's epoch never goes down (invariant 2).
+after each test the log is checked: a proxy's epoch never goes down (docs/invariants.md,
+invariant 2).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def test_proxies_follow_the_majority_when_their_watch_node_is_partitioned(
     while node 1 answers. Node 1 is cut off from nodes 2 and 3 (its peer links blackholed)
     but the proxies still reach it. A ring change committed by the majority must reach
     every proxy soon, or the proxies route with different rings than the rest of the
-    fleet (invariant 1, in spirit: one agreed ring)."""
+    fleet (docs/invariants.md, invariant 1, in spirit: one agreed ring)."""
     control = fleet.control
     assert control.relays is not None
     before = fleet.ring_of(fleet.proxies["default"][0])[0]

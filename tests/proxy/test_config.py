@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import build_parser
 from proxy import cli as proxy_cli
-from proxy.config import Address as ConfigAddress
-from proxy.config import ConfigError, build, load_file, parse_address
+from proxy.config import build, load_file
+from ringleader.address import Address as ConfigAddress
+from ringleader.address import parse_address
+from ringleader.cli import build_parser
+from ringleader.settings import ConfigError
 
 
 def config_from(argv: list[str]) -> object:

@@ -28,3 +28,16 @@ def test_key_over_250_bytes_is_refused_naming_its_length() -> None:
 @pytest.mark.parametrize("byte", [*range(0x21), 0x7F])
 def test_space_and_control_bytes_are_refused(byte: int) -> None:
     assert key_problem(b"ab" + bytes([byte]) + b"cd") == "key contains a space or a control byte"
+
+
+@pytest.mark.parametrize("key", [b"rlhc:" + b"0" * 40, b"rlhl:x", b"rlhc:"])
+def test_the_http_cache_namespace_is_refused(key: bytes) -> None:
+    problem = key_problem(key)
+    assert problem is not None
+    assert "reserved for the HTTP cache" in problem
+
+
+def test_keys_that_merely_resemble_the_namespace_are_fine() -> None:
+    assert key_problem(b"rlhx:1") is None
+    assert key_problem(b"RLHC:1") is None
+    assert key_problem(b"xrlhc:1") is None

@@ -6,16 +6,23 @@ import asyncio
 
 import pytest
 
-from proxy.backend_url import parse_backend_url
-from proxy.backends import ClientSettings
-from proxy.backends.memcached import MemcachedClient
-from proxy.backends.redis import RedisClient
-from proxy.ring import KetamaRing
+from proxy.metrics import ProxyMetrics
 from proxy.router import RingState, Router
+from ringleader.backend_url import parse_backend_url
+from ringleader.backends import ClientSettings
+from ringleader.backends.memcached import MemcachedClient
+from ringleader.backends.redis import RedisClient
+from ringleader.ring import KetamaRing
 
 A = parse_backend_url("memcached://10.0.0.1:11211")
 B = parse_backend_url("memcached://10.0.0.2:11211?name=b&weight=2")
 C = parse_backend_url("redis://10.0.0.3:6379/2?name=c")
+
+FAILOVER_TTL = 30
+
+
+def router_for(state: RingState) -> Router:
+    return Router(ClientSettings(), state, FAILOVER_TTL, ProxyMetrics().failover_writes)
 
 
 def state(epoch: int, *backends: object, hash_name: str = "fnv1a_64") -> RingState:
@@ -23,7 +30,7 @@ def state(epoch: int, *backends: object, hash_name: str = "fnv1a_64") -> RingSta
 
 
 def test_route_follows_the_ring_and_carries_backend_and_epoch_headers() -> None:
-    router = Router(ClientSettings(), state(7, A, B, C))
+    router = router_for(state(7, A, B, C))
     ring = KetamaRing([A, B, C])
     for i in range(300):
         key = f"k{i}".encode()
@@ -38,14 +45,14 @@ def test_route_follows_the_ring_and_carries_backend_and_epoch_headers() -> None:
 
 
 def test_clients_match_the_backend_protocol() -> None:
-    router = Router(ClientSettings(), state(1, A, C))
+    router = router_for(state(1, A, C))
     clients = {r.spec.name: r.client for r in router.table.routes.values()}
     assert isinstance(clients["10.0.0.1"], MemcachedClient)
     assert isinstance(clients["c"], RedisClient)
 
 
 def test_the_table_uses_the_ring_hash() -> None:
-    router = Router(ClientSettings(), state(1, A, B, C, hash_name="md5"))
+    router = router_for(state(1, A, B, C, hash_name="md5"))
     ring = KetamaRing([A, B, C], "md5")
     for i in range(300):
         route = router.table.route(b"%d" % i)
@@ -55,7 +62,7 @@ def test_the_table_uses_the_ring_hash() -> None:
 
 def test_install_swaps_the_table_and_keeps_clients_of_backends_that_stay() -> None:
     async def scenario() -> None:
-        router = Router(ClientSettings(), state(1, A, B))
+        router = router_for(state(1, A, B))
         old_table = router.table
         kept = old_table.routes["b"].client
         assert router.install(state(2, B, C)) is True
@@ -71,7 +78,7 @@ def test_install_swaps_the_table_and_keeps_clients_of_backends_that_stay() -> No
 
 @pytest.mark.parametrize("epoch", [4, 5])
 def test_install_ignores_an_older_or_equal_epoch(epoch: int) -> None:
-    router = Router(ClientSettings(), state(5, A))
+    router = router_for(state(5, A))
     table = router.table
     assert router.install(state(epoch, A, B)) is False
     assert router.table is table
@@ -79,7 +86,7 @@ def test_install_ignores_an_older_or_equal_epoch(epoch: int) -> None:
 
 def test_a_changed_spec_under_the_same_name_gets_a_new_client() -> None:
     async def scenario() -> None:
-        router = Router(ClientSettings(), state(1, B))
+        router = router_for(state(1, B))
         moved = parse_backend_url("memcached://10.9.9.9:11211?name=b&weight=2")
         old = router.table.routes["b"].client
         router.install(state(2, moved))
@@ -89,13 +96,13 @@ def test_a_changed_spec_under_the_same_name_gets_a_new_client() -> None:
 
 
 def test_an_empty_ring_routes_nowhere() -> None:
-    router = Router(ClientSettings(), state(3))
+    router = router_for(state(3))
     assert router.table.route(b"anything") is None
 
 
 def test_writes_are_failover_only_for_keys_whose_owner_is_down() -> None:
     owners = (A, B, C)
-    router = Router(ClientSettings(), RingState(9, "fnv1a_64", (A, C), owners))
+    router = router_for(RingState(9, "fnv1a_64", (A, C), owners))
     full = KetamaRing(owners)
     moved = 0
     for i in range(500):
@@ -106,7 +113,27 @@ def test_writes_are_failover_only_for_keys_whose_owner_is_down() -> None:
         assert failover == (full.lookup(key).name == "b")
         moved += failover
     assert moved > 0
-    healthy = Router(ClientSettings(), state(9, A, C))
+    healthy = router_for(state(9, A, C))
     route = healthy.table.route(b"k1")
     assert route is not None
     assert not healthy.table.is_failover(b"k1", route)
+
+
+def test_write_ttl_caps_only_failover_writes_and_counts_them() -> None:
+    metrics = ProxyMetrics()
+    router = Router(
+        ClientSettings(), RingState(9, "fnv1a_64", (A, C), (A, B, C)), 30, metrics.failover_writes
+    )
+    full = KetamaRing((A, B, C))
+    owned = next(b"k%d" % i for i in range(100) if full.lookup(b"k%d" % i).name != "b")
+    moved = next(b"k%d" % i for i in range(100) if full.lookup(b"k%d" % i).name == "b")
+    owned_route, moved_route = router.table.route(owned), router.table.route(moved)
+    assert owned_route is not None
+    assert moved_route is not None
+    assert router.table.write_ttl(owned, owned_route, 0) == 0
+    assert router.table.write_ttl(owned, owned_route, 3600) == 3600
+    assert router.table.write_ttl(moved, moved_route, 0) == 30
+    assert router.table.write_ttl(moved, moved_route, 3600) == 30
+    assert router.table.write_ttl(moved, moved_route, 5) == 5
+    counted = metrics.failover_writes.labels(moved_route.spec.name).value
+    assert counted == 3

@@ -246,7 +246,7 @@ def ringleader_argv() -> list[str]:
     script = Path(sys.executable).with_name("ringleader")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "control.cli"]
+    return [sys.executable, "-m", "ringleader.cli"]
 
 
 def memcached_url(proc: ServerProcess, **params: str | int) -> str:

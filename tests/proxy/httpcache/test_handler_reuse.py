@@ -48,8 +48,8 @@ def test_vary_selects_the_variant(stack: Stack, name: str) -> None:
 
 def test_vary_star_never_matches(stack: Stack, name: str) -> None:
     stack.origin.configure(name, headers=[*cc("max-age=60"), ["vary", "*"]])
-    for _ in range(2):
-        assert stack.client.get(f"/{name}").headers["x-cache"] == "MISS"
+    assert stack.client.get(f"/{name}").headers["x-cache"] == "MISS"
+    assert stack.client.get(f"/{name}").headers["x-cache"] == "PASS"
     assert stack.origin.count(name) == 2
 
 

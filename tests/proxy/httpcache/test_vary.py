@@ -39,3 +39,38 @@ def test_absent_matches_only_absent_4_1() -> None:
 
 def test_no_vary_matches_everything() -> None:
     assert vary_matches((), [(b"accept", b"anything")])
+
+
+def test_accept_encoding_is_reduced_to_a_bucket() -> None:
+    from proxy.httpcache.vary import accept_encoding_bucket
+
+    def bucket(value: bytes) -> bytes | None:
+        return accept_encoding_bucket([(b"accept-encoding", value)])
+
+    assert bucket(b"gzip, deflate, br, zstd") == b"br"
+    assert bucket(b"gzip, deflate") == b"gzip"
+    assert bucket(b"GZip;q=0.8") == b"gzip"
+    assert bucket(b"br;q=0, gzip;q=0.5") == b"gzip"
+    assert bucket(b"br;q=0.000, gzip;q=0") is None
+    assert bucket(b"*") == b"gzip"
+    assert bucket(b"deflate, identity") is None
+    assert accept_encoding_bucket([]) is None
+
+
+def test_the_forwarded_view_drops_what_connection_names_and_buckets_encoding() -> None:
+    """A field the origin never sees cannot select a variant (issue: a header named in
+    Connection was stripped before forwarding but still recorded for Vary)."""
+    from proxy.httpcache.vary import forwarded_view
+
+    view = forwarded_view(
+        [
+            (b"connection", b"x-variant"),
+            (b"x-variant", b"evil"),
+            (b"keep-alive", b"5"),
+            (b"accept-encoding", b"gzip, br"),
+            (b"accept-language", b"en"),
+        ]
+    )
+    assert view == [(b"accept-language", b"en"), (b"accept-encoding", b"br")]
+    record = vary_record((b"x-variant",), view)
+    assert record == ((b"x-variant", None),)

@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
-from proxy.backends.base import ClientSettings
-from proxy.backends.errors import (
+from ringleader.backends.base import ClientSettings
+from ringleader.backends.errors import (
     BackendError,
     BackendProtocolError,
     BackendTimeout,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from proxy.backend_url import BackendSpec
+from ringleader.backend_url import BackendSpec
 
 
 class Ring(Protocol):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.ring.hashes import KEY_HASHES, fnv1a_64, md5
+from ringleader.ring.hashes import KEY_HASHES, fnv1a_64, md5
 
 # Produced once by compiling twemproxy's `hash_fnv1a_64` (nc_fnv.c, copied verbatim, taking
 # `const char *`) with gcc on x86-64, where `char` is signed, and printing each result.

@@ -1,8 +1,8 @@
 """Async clients for the cache servers: one module per wire protocol."""
 
-from proxy.backends.base import CacheClient, ClientSettings
-from proxy.backends.errors import BackendError, BackendTimeout, BackendUnavailable
-from proxy.backends.factory import make_client
+from ringleader.backends.base import CacheClient, ClientSettings
+from ringleader.backends.errors import BackendError, BackendTimeout, BackendUnavailable
+from ringleader.backends.factory import make_client
 
 __all__ = [
     "BackendError",

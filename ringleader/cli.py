@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from control import ops, service, up
+from control import ops, service
 from control.raft.errors import StorageError
 from proxy import cli as proxy_cli
-from proxy.config import ConfigError
+from ringleader import up
+from ringleader.settings import ConfigError
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from control.token import bearer
+from ringleader.token import bearer
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
@@ -52,11 +52,13 @@ class ControlClient:
         token: str | None = None,
         timeout: float = 5.0,
         deadline: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network, as httpx.MockTransport does in tests."""
         self.urls = list(urls)
         self._preferred = 0
         self._deadline = deadline
-        self._http = httpx.AsyncClient(timeout=timeout, headers=bearer(token))
+        self._http = httpx.AsyncClient(timeout=timeout, headers=bearer(token), transport=transport)
 
     async def __aenter__(self) -> ControlClient:
         return self

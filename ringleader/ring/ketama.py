@@ -12,8 +12,8 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from hashlib import md5
 
-from proxy.backend_url import BackendSpec
-from proxy.ring.hashes import KEY_HASHES
+from ringleader.backend_url import BackendSpec
+from ringleader.ring.hashes import KEY_HASHES
 
 POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4

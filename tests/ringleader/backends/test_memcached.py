@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from proxy.backends.errors import BackendProtocolError, BackendRejected
-from proxy.backends.memcached import MemcachedReplyParser
-from tests.proxy.backends.conftest import Backend, raw_exchange, run, start_backend
+from ringleader.backends.errors import BackendProtocolError, BackendRejected
+from ringleader.backends.memcached import MemcachedReplyParser
+from tests.ringleader.backends.conftest import Backend, raw_exchange, run, start_backend
 from tests.support.servers import ProcessGroup
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from proxy.backends.errors import BackendProtocolError
-from tests.proxy.backends.conftest import Backend, raw_exchange, run, start_backend
+from ringleader.backends.errors import BackendProtocolError
+from tests.ringleader.backends.conftest import Backend, raw_exchange, run, start_backend
 from tests.support.servers import ProcessGroup
 
 

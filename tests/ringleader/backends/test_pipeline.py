@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from proxy.backends import BackendTimeout, BackendUnavailable, ClientSettings
-from proxy.backends.errors import BackendError
-from proxy.backends.memcached import MemcachedClient
-from proxy.backends.pipeline import ConnectionPool
-from tests.proxy.backends.conftest import (
+from ringleader.backends import BackendTimeout, BackendUnavailable, ClientSettings
+from ringleader.backends.errors import BackendError
+from ringleader.backends.memcached import MemcachedClient
+from ringleader.backends.pipeline import ConnectionPool
+from tests.ringleader.backends.conftest import (
     FAST,
     Backend,
     run,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.backends.base import ClientSettings
-from proxy.backends.errors import BackendError, BackendProtocolError, BackendRejected
-from proxy.backends.pipeline import ConnectionPool
+from ringleader.backends.base import ClientSettings
+from ringleader.backends.errors import BackendError, BackendProtocolError, BackendRejected
+from ringleader.backends.pipeline import ConnectionPool
 
 # memcached reads an exptime above 30 days as an absolute unix time.
 _RELATIVE_TTL_LIMIT = 60 * 60 * 24 * 30

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from proxy.backends import CacheClient, ClientSettings
-from proxy.backends.memcached import MemcachedClient
-from proxy.backends.redis import RedisClient
+from ringleader.backends import CacheClient, ClientSettings
+from ringleader.backends.memcached import MemcachedClient
+from ringleader.backends.redis import RedisClient
 from tests.support.servers import LOOPBACK, ProcessGroup, ServerProcess
 
 T = TypeVar("T")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from control.client import ControlClient, ControlError
+from ringleader.control_client import ControlClient, ControlError
 
-RINGLEADER = [sys.executable, "-m", "control.cli"]
+RINGLEADER = [sys.executable, "-m", "ringleader.cli"]
 LOOPBACK = "127.0.0.1"
 CACHE_SERVERS = 3
 CONTROL_NODES = 3

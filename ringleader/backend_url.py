@@ -46,10 +46,7 @@ class BackendSpec:
     @property
     def url(self) -> str:
         path = f"/{self.db}" if self.protocol is Protocol.REDIS else ""
-        return (
-            f"{self.protocol.value}://{self.address}{path}"
-            f"?name={self.name}&weight={self.weight}"
-        )
+        return f"{self.protocol.value}://{self.address}{path}?name={self.name}&weight={self.weight}"
 
 
 def default_name(host: str, port: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from control.up import UpError, cache_server_command
+from ringleader.up import UpError, cache_server_command
 from tests.support.servers import free_port, ringleader_argv, wait_until
 
 

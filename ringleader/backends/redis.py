@@ -7,18 +7,16 @@ from typing import Any
 
 import hiredis
 
-from proxy.backends.base import ClientSettings
-from proxy.backends.errors import BackendProtocolError
-from proxy.backends.pipeline import ConnectionPool, PipelinedConnection
+from ringleader.backends.base import ClientSettings
+from ringleader.backends.errors import BackendProtocolError
+from ringleader.backends.pipeline import ConnectionPool, PipelinedConnection
 
 # hiredis' stub types pack_command's argument as a 1-tuple; it takes any number of parts.
 _pack: Callable[[tuple[bytes | int, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
 class RedisClient:
-    def __init__(
-        self, name: str, host: str, port: int, db: int, settings: ClientSettings
-    ) -> None:
+    def __init__(self, name: str, host: str, port: int, db: int, settings: ClientSettings) -> None:
         self._name = name
         self._db = db
         self._pool = ConnectionPool(

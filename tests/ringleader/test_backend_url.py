@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.backend_url import BackendSpec, BackendURLError, Protocol, parse_backend_url
+from ringleader.backend_url import BackendSpec, BackendURLError, Protocol, parse_backend_url
 
 
 def test_memcached_url_defaults_to_twemproxy_name_and_weight_one() -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.backend_url import BackendSpec, parse_backend_url
-from proxy.ring import KetamaRing
-from proxy.ring.ketama import points_per_server
+from ringleader.backend_url import BackendSpec, parse_backend_url
+from ringleader.ring import KetamaRing
+from ringleader.ring.ketama import points_per_server
 
 
 def specs(*urls: str) -> list[BackendSpec]:

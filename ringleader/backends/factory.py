@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from proxy.backend_url import BackendSpec, Protocol
-from proxy.backends.base import CacheClient, ClientSettings
-from proxy.backends.memcached import MemcachedClient
-from proxy.backends.redis import RedisClient
+from ringleader.backend_url import BackendSpec, Protocol
+from ringleader.backends.base import CacheClient, ClientSettings
+from ringleader.backends.memcached import MemcachedClient
+from ringleader.backends.redis import RedisClient
 
 
 def make_client(spec: BackendSpec, settings: ClientSettings) -> CacheClient:

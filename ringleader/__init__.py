@@ -1,0 +1,1 @@
+"""The shared leaf both planes use (docs/invariants.md, README "Layout")."""
