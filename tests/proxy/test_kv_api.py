@@ -249,7 +249,7 @@ def test_paths_outside_the_kv_api_are_404_json(env: KVEnv) -> None:
     assert_json_error(env.client.get(f"{env.proxy.url}/elsewhere"), 404, "not_found", "/v1/kv/")
 
 
-# An unreachable backend (invariant 1: a miss on reads, a clear error on writes)
+# An unreachable backend (docs/invariants.md, invariant 1: a miss on reads, a clear error on writes)
 
 
 def test_get_from_an_unreachable_backend_is_a_404_miss(env: KVEnv) -> None:
