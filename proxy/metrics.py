@@ -94,6 +94,11 @@ class ProxyMetrics:
             "private, set-cookie, vary-star, no-freshness, status, too-large).",
             ("reason",),
         )
+        self.http_cache_waiting = GaugeFamily(
+            "ringleader_http_cache_waiting_requests",
+            "Requests waiting, right now, for another request's origin fetch in their worker.",
+            (),
+        )
         self.http_cache_coalesced = CounterFamily(
             "ringleader_http_cache_coalesced_waits_total",
             "Requests that waited for another request's origin fetch, by scope (worker: "
@@ -131,6 +136,7 @@ class ProxyMetrics:
                 self.http_cache_results,
                 self.http_cache_stores,
                 self.http_cache_passes,
+                self.http_cache_waiting,
                 self.http_cache_coalesced,
                 self.origin_requests,
                 self.origin_duration,

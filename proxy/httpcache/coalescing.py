@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from proxy.telemetry import GaugeChild
+
 from .entry import Entry
 from .storage import EntryStore
 
@@ -24,11 +26,13 @@ POLL_MAX = 0.05
 
 
 class Flights:
-    """In-worker singleflight keyed by cache key."""
+    """In-worker singleflight keyed by cache key. ``waiting`` shows how many requests
+    wait on another's fetch right now."""
 
-    def __init__(self) -> None:
+    def __init__(self, waiting: GaugeChild) -> None:
         self._flights: dict[bytes, asyncio.Future[Entry | None]] = {}
         self._followers: dict[bytes, int] = {}
+        self._waiting = waiting
 
     def lead(self, key: bytes) -> asyncio.Future[Entry | None] | None:
         """A new flight for ``key``, or None if one is already in the air."""
@@ -48,11 +52,13 @@ class Flights:
         if flight is None:
             return None
         self._followers[key] = self._followers.get(key, 0) + 1
+        self._waiting.set(self._waiting.value + 1)
         try:
             return await asyncio.wait_for(asyncio.shield(flight), wait)
         except TimeoutError:
             return None
         finally:
+            self._waiting.set(self._waiting.value - 1)
             left = self._followers[key] - 1
             if left:
                 self._followers[key] = left

@@ -23,7 +23,8 @@ from itertools import chain
 from .vary import VaryRecord
 
 MAGIC = b"RLHC"
-VERSION = 1
+# 2: names always lowercase (version 1 entries may hold an origin's Title-Case names).
+VERSION = 2
 _FIXED = struct.Struct("!4sBHddIIIIQ")
 _NUL = b"\0"
 
@@ -117,10 +118,12 @@ def decode_entry(data: bytes) -> Entry:
         (name, next(values) if flag else None)
         for name, flag in zip(vary_fields[:n_vary], flags, strict=True)
     )
-    pairs = iter(fields)
+    names = fields[0::2]
+    # Names are stored lowercase; lowering them again costs little and keeps an entry
+    # from any other writer of the shared tier comparable.
     return Entry(
         status,
-        tuple(zip(pairs, pairs, strict=True)),
+        tuple(zip((name.lower() for name in names), fields[1::2], strict=True)),
         data[body_start:],
         request_time,
         response_time,

@@ -141,7 +141,7 @@ class HTTPCacheHandler:
             for outcome in ("shared", "fetched")
         }
         self._uncacheable: dict[str, CounterChild] = {}
-        self._flights = Flights()
+        self._flights = Flights(metrics.http_cache_waiting.labels())
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:

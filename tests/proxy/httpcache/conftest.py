@@ -1,69 +1,44 @@
-"""Real stacks for the HTTP cache behaviour tests: memcached (or redis) processes, the
-test origin (tests/support/origin.py) and `ringleader proxy --origin` subprocesses.
+"""Real stacks for the HTTP cache behaviour tests: memcached (or redis) processes, a test
+origin (tests/support/origins.py) and `ringleader proxy --origin` subprocesses.
 
-One stack per test module keeps the suite fast; tests stay independent by using their
-own resource names (`name` fixture), which are also their cache keys.
+One stack per test module and origin kind keeps the suite fast: `stack` is parametrised
+over the origin kinds (nginx, titlecase, raw; $RINGLEADER_TEST_ORIGINS replaces them, e.g.
+"uvicorn"), so every test that uses it runs against each. Tests stay independent by using
+their own resource names (`name` fixture), which are also their cache keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.support import origins
+from tests.support.origins import Origin, selected_kinds
 from tests.support.servers import (
-    LOOPBACK,
     ProcessGroup,
     Proxy,
     ServerProcess,
-    free_port,
     memcached_url,
 )
 
 PURGE_TOKEN = "purge-secret-token"
 
 
-@dataclass
-class Origin:
-    process: ServerProcess
-    url: str
-
-    def configure(self, name: str, **config: Any) -> None:
-        httpx.put(f"{self.url}/__config/{name}", json=config, timeout=5).raise_for_status()
-
-    def stats(self, name: str) -> dict[str, Any]:
-        reply = httpx.get(f"{self.url}/__stats/{name}", timeout=5)
-        reply.raise_for_status()
-        stats: dict[str, Any] = reply.json()
-        return stats
-
-    def count(self, name: str, method: str = "total") -> int:
-        return int(self.stats(name)["counts"].get(method, 0))
-
-    def last_request(self, name: str) -> dict[str, Any]:
-        request: dict[str, Any] = self.stats(name)["requests"][-1]
-        return request
-
-    @property
-    def authority(self) -> str:
-        return self.url.removeprefix("http://")
-
-
-def start_origin(group: ProcessGroup) -> Origin:
-    port = free_port()
-    argv = [sys.executable, "-m", "tests.support.origin", str(port)]
-    proc = ServerProcess("origin", argv, port, group.workdir / f"origin-{port}.log").start()
-    group.processes.append(proc)
-    proc.wait_port()
-    return Origin(proc, f"http://{LOOPBACK}:{port}")
+def start_origin(group: ProcessGroup, kind: str | None = None) -> Origin:
+    """An origin for tests that start their own (not through `stack`): the titlecase
+    one unless $RINGLEADER_TEST_ORIGINS leaves it out, then the first kind named there."""
+    if kind is None:
+        kinds = selected_kinds()
+        kind = "titlecase" if "titlecase" in kinds else kinds[0]
+    return origins.start_origin(group, kind)
 
 
 def start_proxy(group: ProcessGroup, backends: list[str], origin: Origin, *extra: str) -> Proxy:
@@ -89,14 +64,14 @@ class Stack:
         return [memcached_url(c) for c in self.caches]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Two memcached, the origin and one proxy (one worker, PURGE enabled, a short origin
-    timeout so that "origin unreachable" tests are quick)."""
-    workdir = tmp_path_factory.mktemp("httpcache")
+@contextlib.contextmanager
+def running_stack(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Iterator[Stack]:
+    """Two memcached, the origin of ``kind`` and one proxy (one worker, PURGE enabled, a
+    short origin timeout so that "origin unreachable" tests are quick)."""
+    workdir = tmp_path_factory.mktemp(f"httpcache-{kind}")
     group = ProcessGroup(workdir)
     try:
-        origin = start_origin(group)
+        origin = origins.start_origin(group, kind)
         caches = [group.memcached(), group.memcached()]
         proxy = start_proxy(
             group,
@@ -111,6 +86,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(group, origin, caches, proxy, client)
     finally:
         group.cleanup()
+
+
+@pytest.fixture(scope="module", params=selected_kinds(), ids=selected_kinds())
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A running_stack for each origin kind: every test using it runs against each."""
+    with running_stack(tmp_path_factory, request.param) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def raw_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A running_stack in front of the raw origin alone, for the edge replies and timing
+    that only it can produce (chunks sent apart, 1xx, bad bytes, status 999)."""
+    with running_stack(tmp_path_factory, "raw") as running:
+        yield running
 
 
 def client_for(proxy: Proxy) -> httpx.Client:
@@ -140,3 +132,10 @@ def raw_request(url: str, payload: bytes, timeout: float = 5.0) -> bytes:
         except TimeoutError:
             pass
     return b"".join(chunks)
+
+
+def seen_headers(stack: Stack, name: str) -> dict[str, str]:
+    """The last request the origin got for ``name``: field names lowercased (origins
+    record them as they arrived), the last line of a repeated field winning."""
+    request = stack.origin.last_request(name)
+    return {field.lower(): value for field, value in request["headers"]}

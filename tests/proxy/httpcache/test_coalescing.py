@@ -4,22 +4,26 @@ import asyncio
 
 from proxy.httpcache.coalescing import Flights, await_lease_release
 from proxy.httpcache.entry import Entry
+from proxy.telemetry import GaugeChild
 
 ENTRY = Entry(200, (), b"body", 1.0, 1.0)
 
 
 def test_followers_get_the_leaders_entry_and_are_counted() -> None:
     async def scenario() -> None:
-        flights = Flights()
+        waiting = GaugeChild()
+        flights = Flights(waiting)
         flight = flights.lead(b"k")
         assert flight is not None
         assert flights.lead(b"k") is None
         follower = asyncio.ensure_future(flights.follow(b"k", 5.0))
         await asyncio.sleep(0)
         assert flights.followed(b"k")
+        assert waiting.value == 1
         flights.land(b"k", flight, ENTRY)
         assert await follower is ENTRY
         assert not flights.followed(b"k")
+        assert waiting.value == 0
         assert flights.lead(b"k") is not None  # landed: a new flight may start
 
     asyncio.run(scenario())
@@ -27,7 +31,7 @@ def test_followers_get_the_leaders_entry_and_are_counted() -> None:
 
 def test_a_follower_gives_up_after_its_wait() -> None:
     async def scenario() -> None:
-        flights = Flights()
+        flights = Flights(GaugeChild())
         flight = flights.lead(b"k")
         assert flight is not None
         assert await flights.follow(b"k", 0.01) is None

@@ -1,6 +1,7 @@
 """Entry encoding: versioned, struct-packed; unreadable bytes raise UnreadableEntry."""
 
 import contextlib
+import dataclasses
 import os
 import random
 import struct
@@ -38,7 +39,14 @@ def test_round_trip() -> None:
 
 @given(_entries)
 def test_round_trip_property(entry: Entry) -> None:
-    assert decode_entry(encode_entry(entry)) == entry
+    """Everything survives, except that field names come back lowercase."""
+    lowered = tuple((name.lower(), value) for name, value in entry.headers)
+    assert decode_entry(encode_entry(entry)) == dataclasses.replace(entry, headers=lowered)
+
+
+def test_decoded_names_are_lowercase() -> None:
+    written = dataclasses.replace(ENTRY, headers=((b"Cache-Control", b"max-age=60"),))
+    assert decode_entry(encode_entry(written)).headers == ((b"cache-control", b"max-age=60"),)
 
 
 def test_leading_magic_and_version() -> None:

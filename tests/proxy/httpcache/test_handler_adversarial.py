@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proxy.httpcache.conftest import Stack, raw_request
+from tests.proxy.httpcache.conftest import Stack, raw_request, seen_headers
 
 MAX_AGE = [["cache-control", "max-age=60"]]
 
@@ -88,7 +88,7 @@ def test_foreign_host_cannot_poison_entries(stack: Stack, name: str) -> None:
     )
     assert status_of(evil) == 200
     assert evil.endswith(f"body of {name} -".encode())
-    seen = dict(map(tuple, stack.origin.last_request(name)["headers"]))
+    seen = seen_headers(stack, name)
     assert seen["host"] == stack.origin.authority
     honest = stack.client.get(f"/{name}")
     assert (honest.headers["x-cache"], honest.text) == ("HIT", f"body of {name} -")
@@ -110,6 +110,6 @@ def test_absolute_form_target_uses_the_origin_key(stack: Stack, name: str) -> No
 def test_client_cannot_forge_its_forwarded_address(stack: Stack, name: str) -> None:
     stack.origin.configure(name)
     stack.client.get(f"/{name}", headers={"x-forwarded-for": "10.0.0.1"})
-    seen = dict(map(tuple, stack.origin.last_request(name)["headers"]))
+    seen = seen_headers(stack, name)
     # The client's claim is kept, and the real peer is appended after it.
     assert seen["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"

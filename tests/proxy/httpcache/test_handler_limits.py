@@ -10,7 +10,7 @@ from proxy.httpcache.entry import MAGIC, VERSION
 from proxy.httpcache.key import origin, uri_key
 from proxy.httpcache.storage import digest
 from proxy.keys import CACHE_PREFIX
-from tests.proxy.httpcache.conftest import Stack
+from tests.proxy.httpcache.conftest import Stack, seen_headers
 from tests.support.servers import LOOPBACK
 
 MAX_AGE = [["cache-control", "max-age=60"]]
@@ -66,7 +66,7 @@ def test_via_and_x_forwarded_for(stack: Stack, name: str) -> None:
     stack.origin.configure(name, headers=[*MAX_AGE, ["via", "1.1 origin-edge"]])
     response = stack.client.get(f"/{name}", headers={"x-forwarded-for": "203.0.113.9"})
     assert response.headers.get_list("via") == ["1.1 origin-edge", "1.1 ringleader"]
-    seen = dict(map(tuple, stack.origin.last_request(name)["headers"]))
+    seen = seen_headers(stack, name)
     assert seen["x-forwarded-for"] == f"203.0.113.9, {LOOPBACK}"
     assert seen["via"] == "1.1 ringleader"
     assert seen["host"] == stack.origin.authority

@@ -103,8 +103,11 @@ def test_hop_by_hop_and_connection_listed_fields_are_removed(stack: Stack, name:
         headers=[*cc("max-age=60"), ["connection", "x-private-hop"], ["x-private-hop", "1"],
                  ["keep-alive", "timeout=5"], ["x-end-to-end", "kept"]],
     )  # fmt: skip
+    # nginx drops the origin's Connection line but not the field it names, so behind
+    # nginx X-Private-Hop reaches the proxy as an end-to-end field, and is relayed.
+    private_hop_relayed = stack.origin.kind == "nginx"
     for response in (stack.client.get(f"/{name}"), stack.client.get(f"/{name}")):
-        assert "x-private-hop" not in response.headers
+        assert ("x-private-hop" in response.headers) is private_hop_relayed
         assert "keep-alive" not in response.headers
         assert response.headers["x-end-to-end"] == "kept"
 
