@@ -4,8 +4,8 @@
 
 1. Hit throughput: wrk on one cached 100-byte object through one proxy worker (memcached
    storage), Varnish (malloc storage) and nginx proxy_cache (one worker process), all in
-   front of the same origin (tests/support/origin.py). The ratios are the result:
-   absolute numbers drift on a shared machine.
+   front of the same Title-Case origin (tests/support/origins.py, http.server). The
+   ratios are the result: absolute numbers drift on a shared machine.
 2. Origin offload: the same request stream (seeded, Zipf-like over KEYS objects with a
    short max-age, spread round-robin) through 3 proxies sharing 2 memcached, and through
    3 independent Varnish instances. The origin counts its fetches.
@@ -23,6 +23,7 @@ import time
 import httpx
 
 from bench.common import require, table, wrk
+from tests.support import origins
 from tests.support.servers import (
     LOOPBACK,
     ProcessGroup,
@@ -40,12 +41,8 @@ ORIGIN_DELAY = 0.02
 
 
 def start_origin(group: ProcessGroup) -> str:
-    port = free_port()
-    argv = [sys.executable, "-m", "tests.support.origin", str(port)]
-    proc = ServerProcess("origin", argv, port, group.workdir / f"origin-{port}.log").start()
-    group.processes.append(proc)
-    proc.wait_port()
-    return f"http://{LOOPBACK}:{port}"
+    """The Title-Case http.server origin: header names as nginx, Apache and Node send them."""
+    return origins.start_origin(group, "titlecase").url
 
 
 def configure(origin: str, name: str, **config: object) -> None:
