@@ -133,6 +133,7 @@ class HTTPCacheHandler:
         self._metrics = metrics
         # The key's scheme and host are the origin's: the host actually used upstream.
         self._key_origin = origin(origin_client.scheme, origin_client.authority)
+        self._prefix = origin_client.prefix
         self._results = {r: metrics.http_cache_results.labels(r.decode().lower()) for r in RESULTS}
         self._x_cache = {r: (b"x-cache", r) for r in RESULTS}
         self._coalesced = {
@@ -154,7 +155,9 @@ class HTTPCacheHandler:
             return exc.status
         method: str = scope["method"]
         query: bytes = scope["query_string"]
-        target: bytes = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+        # The origin's target (under the --origin prefix): what keys and invalidation use,
+        # so proxies that front one origin under different prefixes share nothing wrongly.
+        target = self._prefix + scope["raw_path"] + (b"?" + query if query else b"")
         if method == "PURGE":
             return await self._purge(headers, target, send)
         if (method != "GET" and method != "HEAD") or (

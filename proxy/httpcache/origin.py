@@ -129,8 +129,8 @@ class OriginClient:
         self._base = httpx.URL(settings.url)
         self.scheme: bytes = self._base.scheme.encode()
         self.authority: bytes = self._base.netloc
-        # `--origin http://host/app`: every target is forwarded under /app.
-        self._prefix = self._base.raw_path.split(b"?")[0].rstrip(b"/")
+        # `--origin http://host/app`: a client's /x is the origin's /app/x.
+        self.prefix: bytes = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         self._client = httpx.AsyncClient(
             # No jar: a Set-Cookie given to one user must never ride on another's request.
             cookies=_NoCookies(),
@@ -160,7 +160,7 @@ class OriginClient:
         # Accept, Accept-Encoding, User-Agent and cookies, which the client never sent.
         request = httpx.Request(
             method,
-            self._base.copy_with(raw_path=self._prefix + target),
+            self._base.copy_with(raw_path=target),
             headers=headers,
             content=content,
         )

@@ -27,7 +27,7 @@ def byte_range(value: bytes, length: int) -> tuple[int, int] | None:
     if not first_text:
         # A suffix range: the last N bytes.
         suffix = int(last_text)
-        if suffix == 0:
+        if suffix == 0 or length == 0:
             return UNSATISFIABLE
         return max(length - suffix, 0), length - 1
     if not first_text.isdigit() or (last_text and not last_text.isdigit()):

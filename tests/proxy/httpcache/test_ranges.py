@@ -28,6 +28,11 @@ def test_byte_range_of_ten_bytes(value: bytes, expected: tuple[int, int] | None)
     assert byte_range(value, 10) == expected
 
 
+@pytest.mark.parametrize("value", [b"bytes=-5", b"bytes=0-", b"bytes=0-0"])
+def test_no_range_of_an_empty_representation_is_satisfiable(value: bytes) -> None:
+    assert byte_range(value, 0) == UNSATISFIABLE
+
+
 def test_if_range_needs_a_strong_etag_match_or_the_exact_date() -> None:
     stored = [(b"etag", b'"v1"'), (b"last-modified", b"Sat, 05 Dec 2026 10:00:00 GMT")]
     assert if_range_allows([], stored)
