@@ -102,6 +102,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP cache: seconds an uncacheable answer sends its URL straight to the origin (120)",
     )
     add("--max-variants", type=int, metavar="N", help="HTTP cache: variants kept per URI (8)")
+    add(
+        "--max-header-bytes",
+        type=int,
+        metavar="N",
+        help="data port: request line and headers above this get 431 (32768)",
+    )
+    add(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="data port: time to send a request's headers, else 408 (10)",
+    )
+    add(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="data port: a keep-alive connection idle this long is closed (5)",
+    )
+    add(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="data port: longest gap while reading a request body (30)",
+    )
+    add(
+        "--send-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="data port: longest a client may leave a response unread (30)",
+    )
+    add(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="data port: connections per worker; more get 503 (1024)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from ringleader.settings import ConfigError
 from ringleader.token import TokenError, load_token, read_token_file
 
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+# Below this no ordinary request fits (a request line and a Host already take ~100 bytes).
+MIN_HEADER_BYTES = 1024
 # memcached's default item size (-I 1m): a cached body larger than it could never be stored.
 MAX_HTTP_BODY_BYTES = 1024 * 1024
 
@@ -54,6 +56,13 @@ class ProxyConfig:
     forward_headers: tuple[str, ...] = ()
     pass_ttl: int = 120
     max_variants: int = 8
+    # What one client may cost the data port (proxy/httpserver.py); per worker.
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 5.0
+    body_timeout: float = 30.0
+    send_timeout: float = 30.0
+    max_connections: int = 1024
 
 
 # Setting name (as a flag without dashes, or a TOML key) -> how to read it.
@@ -63,7 +72,8 @@ _KEYS = {
     "health-interval", "health-timeout", "http-max-body-bytes", "cache-cookies",
     "heuristic-cap", "purge-token-file", "lease-ttl", "lease-wait", "origin-timeout",
     "token-file", "report-interval", "failover-ttl", "forward-header", "pass-ttl",
-    "max-variants",
+    "max-variants", "max-header-bytes", "header-timeout", "idle-timeout", "body-timeout",
+    "send-timeout", "max-connections",
 }  # fmt: skip
 
 
@@ -132,6 +142,14 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
         forward_headers=_forward_headers(get("forward-header")),
         pass_ttl=int(_positive("pass-ttl", get("pass-ttl"), 120, integer=True)),
         max_variants=int(_positive("max-variants", get("max-variants"), 8, integer=True)),
+        max_header_bytes=_max_header_bytes(get("max-header-bytes")),
+        header_timeout=_positive("header-timeout", get("header-timeout"), 10.0),
+        idle_timeout=_positive("idle-timeout", get("idle-timeout"), 5.0),
+        body_timeout=_positive("body-timeout", get("body-timeout"), 30.0),
+        send_timeout=_positive("send-timeout", get("send-timeout"), 30.0),
+        max_connections=int(
+            _positive("max-connections", get("max-connections"), 1024, integer=True)
+        ),
     )
 
 
@@ -166,6 +184,13 @@ def _token(path: Any) -> str | None:
         return read_token_file(str(path), "--purge-token-file")
     except TokenError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _max_header_bytes(value: Any) -> int:
+    limit = int(_positive("max-header-bytes", value, 32 * 1024, integer=True))
+    if limit < MIN_HEADER_BYTES:
+        raise ConfigError(f"--max-header-bytes: at least {MIN_HEADER_BYTES}, got {limit}")
+    return limit
 
 
 def _forward_headers(value: Any) -> tuple[str, ...]:

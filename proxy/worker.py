@@ -1,4 +1,4 @@
-"""A data-plane worker process: serves the shared listening socket with uvicorn.
+"""A data-plane worker process: serves the shared listening socket (proxy/httpserver.py).
 
 It reports its metrics to the supervisor over a pipe and exits when the supervisor asks
 (SIGTERM, draining in-flight requests) or disappears (the pipe closes).
@@ -14,7 +14,6 @@ import socket
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-import uvicorn
 import uvloop
 
 from proxy.app import DataPlane
@@ -23,11 +22,11 @@ from proxy.httpcache.handler import CacheSettings, HTTPCacheHandler
 from proxy.httpcache.origin import OriginClient, OriginSettings
 from proxy.httpcache.policy import CachePolicy
 from proxy.httpcache.storage import EntryStore
+from proxy.httpserver import Server
 from proxy.kv import KVHandler
 from proxy.metrics import ProxyMetrics
 from proxy.router import RingState, Router
 from ringleader import jsonlog
-from ringleader.embedded import EmbeddedServer
 
 # Metrics reach the supervisor this often; backend errors in them trigger probes, so this
 # bounds how late live traffic counts as evidence.
@@ -59,23 +58,18 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
     http = _http_cache(spec.config, router, metrics)
     kv = KVHandler(router, metrics, spec.config.max_value_bytes)
     app = DataPlane(kv, metrics, http)
-    server = EmbeddedServer(
-        uvicorn.Config(
-            app,
-            lifespan="off",
-            http="httptools",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            # Cached responses carry the origin's Date, which Age and Expires are relative
-            # to; uvicorn's own would add a second, conflicting one. KV responses then go
-            # without Date in --origin mode.
-            date_header=http is None,
-            # The client address is the socket peer: X-Forwarded-For from clients is
-            # appended to, never trusted (it would let a client forge its address).
-            proxy_headers=False,
-            timeout_graceful_shutdown=DRAIN_SECONDS,
-        )
+    config = spec.config
+    # The client address is the socket peer: X-Forwarded-For from clients is appended to,
+    # never trusted (it would let a client forge its address).
+    server = Server(
+        app,
+        max_header_bytes=config.max_header_bytes,
+        header_timeout=config.header_timeout,
+        keepalive_timeout=config.idle_timeout,
+        body_timeout=config.body_timeout,
+        send_timeout=config.send_timeout,
+        max_connections=config.max_connections,
+        drain_timeout=DRAIN_SECONDS,
     )
     loop = asyncio.get_running_loop()
 
@@ -107,7 +101,7 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> Non
 
     reporter = asyncio.ensure_future(report())
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sock)
     finally:
         reporter.cancel()
         loop.remove_reader(pipe.fileno())

@@ -15,9 +15,6 @@ from collections.abc import Iterable
 
 from .headers import HeaderList, Headers, hop_by_hop_names
 
-MAX_HEADER_BYTES = 32 * 1024
-"""Sum of request field names and values; above it the answer is 431."""
-
 VIA = b"1.1 ringleader"
 
 # Framing is re-derived for the upstream request (httpx sets Content-Length or chunked
@@ -53,12 +50,10 @@ class BadRequest(Exception):
 def check_request(headers: Headers, raw_path: bytes) -> int:
     """Reject what a proxy must not forward or key on; returns the declared
     Content-Length (-1 if none). Raises BadRequest."""
-    size = 0
     hosts = 0
     content_length = -1
     chunked = False
     for name, value in headers:
-        size += len(name) + len(value)
         if name == b"host":
             hosts += 1
             if not value or not _HOST_BYTES.issuperset(value):
@@ -69,8 +64,6 @@ def check_request(headers: Headers, raw_path: bytes) -> int:
             content_length = int(value)
         elif name == b"transfer-encoding":
             chunked = True
-    if size > MAX_HEADER_BYTES:
-        raise BadRequest(431, "headers_too_large", f"request headers exceed {MAX_HEADER_BYTES}")
     if hosts != 1:
         raise BadRequest(400, "bad_host", "a request needs exactly one Host (RFC 9112 §3.2)")
     # RFC 9112 §6.1: both framings at once is the request smuggling shape; refuse it.

@@ -238,7 +238,7 @@ class Proxy:
                 return False
 
         wait_until(ready, timeout, "proxy /readyz")
-        # Workers accept only once uvicorn has started in each of them.
+        # Workers accept only once the data-port server has started in each of them.
         wait_until(lambda: port_open(self.process.port), timeout, "proxy data port")
 
 
