@@ -441,9 +441,7 @@ def _brute_force(ops: Sequence[Op]) -> bool:
         if must <= placed:
             return True
         for i in range(n):
-            if i in placed or any(
-                j not in placed and ops[j].ret < ops[i].inv for j in range(n)
-            ):
+            if i in placed or any(j not in placed and ops[j].ret < ops[i].inv for j in range(n)):
                 continue
             after = apply(ops[i], state)
             if after is not None and search(placed | {i}, after):
