@@ -2,7 +2,9 @@
 
 It starts three control nodes, three cache servers registered in the `default` pool, and a
 proxy that takes its ring from the control plane. It prints where everything listens and
-what to try next, and on Ctrl-C (or SIGTERM) stops every child it started.
+what to try next. It outlives its children, since watching the system survive a killed
+node is the point of the tour: a death is reported in one line with the command that
+starts that process again, and only Ctrl-C (or SIGTERM) stops every child it started.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import importlib.util
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -26,22 +29,52 @@ import httpx
 
 from ringleader.control_client import ControlClient, ControlError
 
-RINGLEADER = [sys.executable, "-m", "ringleader.cli"]
 LOOPBACK = "127.0.0.1"
 CACHE_SERVERS = 3
 CONTROL_NODES = 3
 STARTUP_DEADLINE = 30.0
+# Short enough that a restarted cache server rejoins while the user watches; production
+# keeps the control node's default (5 s).
+TOUR_HYSTERESIS = 1.0
 
 
 class UpError(RuntimeError):
     pass
 
 
+def ringleader_command() -> list[str]:
+    """The `ringleader` executable by absolute path, so that printed commands work when
+    pasted into a shell whose PATH lacks the virtualenv."""
+    # Not resolved: a venv's python is a symlink to the base interpreter, outside the venv.
+    script = Path(sys.executable).absolute().with_name("ringleader")
+    if script.exists():
+        return [str(script)]
+    return [str(Path(sys.executable).absolute()), "-m", "ringleader.cli"]
+
+
+RINGLEADER = ringleader_command()
+
+
 @dataclass
 class Child:
     name: str
+    role: str  # as the banner lists it: "control node", "cache server", "proxy"
+    url: str
     process: subprocess.Popen[bytes]
-    address: str
+    argv: list[str]
+    reported: bool = False
+
+    @property
+    def restart_command(self) -> str:
+        return shlex.join(self.argv)
+
+    def death_notice(self) -> str:
+        """One line: what died, how, and the command that starts it again on the same
+        port (and data directory) in a new shell."""
+        code = self.process.returncode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+        return (f"{self.name} ({self.url}, pid {self.process.pid}) {how}; "
+                f"start it again with: {self.restart_command}")  # fmt: skip
 
 
 def cache_server_command() -> tuple[str, str]:
@@ -104,10 +137,10 @@ class Stack:
         self.workdir = workdir
         self.children: list[Child] = []
 
-    def start(self, name: str, argv: list[str], port: int) -> Child:
+    def start(self, name: str, role: str, url: str, argv: list[str], port: int) -> Child:
         with open(self.workdir / f"{name}.log", "ab") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        child = Child(name, process, f"{LOOPBACK}:{port}")
+        child = Child(name, role, url, process, argv)
         self.children.append(child)
         wait_port(child, port)
         return child
@@ -121,8 +154,9 @@ class Stack:
         else:
             argv = [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "",
                     "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
-        self.start(f"{kind}-{index}", argv, port)
-        return f"{kind}://{LOOPBACK}:{port}"
+        url = f"{kind}://{LOOPBACK}:{port}"
+        self.start(f"{kind}-{index}", "cache server", url, argv, port)
+        return url
 
     def start_control(self, first_port: int, token_file: Path) -> list[str]:
         ports = [first_port + i for i in range(CONTROL_NODES)]
@@ -133,9 +167,16 @@ class Stack:
             data_dir.mkdir(exist_ok=True)
             argv = [*RINGLEADER, "control", "--id", str(i + 1), "--listen", f"{LOOPBACK}:{port}",
                     "--peers", peers, "--data-dir", str(data_dir),
-                    "--token-file", str(token_file)]  # fmt: skip
-            self.start(f"control-{i + 1}", argv, port)
+                    "--token-file", str(token_file),
+                    "--hysteresis", f"{TOUR_HYSTERESIS:g}"]  # fmt: skip
+            self.start(f"control-{i + 1}", "control node", urls[i], argv, port)
         return urls
+
+    def report_deaths(self) -> None:
+        for child in self.children:
+            if not child.reported and child.process.poll() is not None:
+                child.reported = True
+                print(child.death_notice(), flush=True)
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -182,14 +223,12 @@ def run(args: argparse.Namespace) -> None:
         argv = [*RINGLEADER, "proxy", "--listen", args.listen, "--admin", args.admin,
                 "--control", ",".join(control), "--token-file", str(token_file)]  # fmt: skip
         port = int(args.listen.rsplit(":", 1)[1])
-        proxy = stack.start("proxy", argv, port)
+        proxy = stack.start("proxy", "proxy", f"http://{args.listen}", argv, port)
         wait_ready(proxy, f"http://{args.admin}/readyz")
-        print_banner(args, control, urls, token_file, workdir)
+        print_banner(args, stack, control, token_file, workdir)
         while not stopping:
-            for child in stack.children:
-                if child.process.poll() is not None:
-                    raise UpError(f"{child.name} exited with code {child.process.returncode}")
-            time.sleep(0.2)
+            stack.report_deaths()
+            time.sleep(0.1)
         print("\nstopping ...", flush=True)
     except (UpError, ControlError) as exc:
         print(f"ringleader up: error: {exc} (logs in {workdir})", file=sys.stderr)
@@ -208,31 +247,32 @@ async def register(control: list[str], token: str, urls: list[str]) -> None:
 
 
 def print_banner(
-    args: argparse.Namespace, control: list[str], urls: list[str], token_file: Path,
-    workdir: Path,
-) -> None:  # fmt: skip
+    args: argparse.Namespace, stack: Stack, control: list[str], token_file: Path, workdir: Path
+) -> None:
     data = f"http://{args.listen}"
     admin = f"http://{args.admin}"
+    ringleader = shlex.join(RINGLEADER)
+    processes = [f"  {c.role:<16} {c.url}  {c.name}, pid {c.process.pid}" for c in stack.children]
     lines = [
         "ringleader is up",
         "",
         f"  proxy (KV API)   {data}/v1/kv/{{key}}",
         f"  proxy admin      {admin}/status  {admin}/metrics",
-        *(f"  control node     {url}" for url in control),
-        *(f"  cache server     {url}" for url in urls),
+        *processes,
         f"  cluster token    {token_file}",
         f"  logs             {workdir}",
         "",
-        "try:",
+        "try, in another shell:",
+        f"  export RINGLEADER_CONTROL={','.join(control)}",
+        f"  export RINGLEADER_TOKEN=$(cat {shlex.quote(str(token_file))})",
         f"  curl -X PUT --data-binary hello '{data}/v1/kv/greeting?ttl=300'",
         f"  curl -i {data}/v1/kv/greeting",
-        f"  export RINGLEADER_CONTROL={','.join(control)}",
-        f"  export RINGLEADER_TOKEN=$(cat {token_file})",
-        "  ringleader status",
-        "  ringleader backend list",
-        "  ringleader ring --key greeting",
-        f"  ringleader backend drain {urls[0].split('://', 1)[1]} --why 'first look'",
-        "  ringleader events",
+        f"  curl -s {admin}/status",
+        f"  {ringleader} status",
+        f"  {ringleader} backend list",
+        f"  {ringleader} ring --key greeting",
+        f"  {ringleader} events",
+        "  kill -9 PID    # any pid above: this prints how to start it again",
         "",
         "Ctrl-C stops everything.",
     ]

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ringleader.up import UpError, cache_server_command
-from tests.support.servers import free_port, ringleader_argv, wait_until
+from ringleader.up import RINGLEADER, Stack, UpError, cache_server_command
+from tests.support.servers import free_port, port_open, require_binary, ringleader_argv, wait_until
 
 
 def descendants(pid: int) -> set[int]:
@@ -87,3 +87,46 @@ def test_with_no_cache_server_at_all_up_says_what_to_install(
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(UpError, match="install memcached or redis-server"):
         cache_server_command()
+
+
+def test_a_dead_child_is_reported_once_with_a_command_that_starts_it_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = Stack(tmp_path)
+    binary = require_binary("memcached")
+    by_hand: subprocess.Popen[bytes] | None = None
+    try:
+        victim_url, other_url = (stack.start_cache(i, "memcached", binary) for i in range(2))
+        victim, other = stack.children
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(10)
+
+        stack.report_deaths()  # what `up` does each turn of its loop; it must not raise
+        stack.report_deaths()
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"memcached-0 ({victim_url}, pid {victim.process.pid}) "
+                                   "was killed by SIGKILL; start it again with: /")  # fmt: skip
+        assert other.process.poll() is None
+
+        # Pasted into a new shell with nothing inherited, it listens on the same port again.
+        command = lines[0].split("start it again with: ", 1)[1]
+        port = int(victim_url.rsplit(":", 1)[1])
+        by_hand = subprocess.Popen(["env", "-i", "bash", "-c", f"exec {command}"],
+                                   start_new_session=True)  # fmt: skip
+        wait_until(lambda: port_open(port), 10, "memcached started again by hand")
+        assert other_url != victim_url
+
+        stack.stop()  # stops what it started, by PID: not the one started by hand
+        assert other.process.poll() is not None
+        assert by_hand.poll() is None
+    finally:
+        stack.stop()
+        if by_hand is not None and by_hand.poll() is None:
+            by_hand.kill()
+            by_hand.wait()
+
+
+def test_printed_commands_name_ringleader_by_its_absolute_path() -> None:
+    assert os.path.isabs(RINGLEADER[0])
+    assert os.access(RINGLEADER[0], os.X_OK)
