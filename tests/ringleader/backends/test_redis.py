@@ -21,50 +21,6 @@ def redis_command(port: int, *command: str) -> bytes:
     return raw_exchange(port, (" ".join(command) + "\r\n").encode(), b"\r\n")
 
 
-def test_get_set_add_delete_ping_flush(redis: Backend) -> None:
-    async def scenario() -> None:
-        c = redis.client()
-        try:
-            await c.ping()
-            assert await c.get(b"k") is None
-            await c.set(b"k", b"v1", 0)
-            assert await c.get(b"k") == b"v1"
-            assert await c.add(b"k", b"v2", 0) is False
-            assert await c.get(b"k") == b"v1"
-            assert await c.add(b"fresh", b"f", 0) is True
-            assert await c.delete(b"k") is True
-            assert await c.delete(b"k") is False
-            await c.set(b"bin", bytes(range(256)), 0)
-            assert await c.get(b"bin") == bytes(range(256))
-            await c.flush()
-            assert await c.get(b"fresh") is None
-        finally:
-            await c.close()
-
-    run(scenario())
-
-
-@pytest.mark.parametrize("op", ["set", "add"])
-def test_short_ttl_expires(redis: Backend, op: str) -> None:
-    async def scenario() -> float:
-        c = redis.client()
-        try:
-            if op == "set":
-                await c.set(b"ttl", b"v", 1)
-            else:
-                assert await c.add(b"ttl", b"v", 1) is True
-            assert await c.get(b"ttl") == b"v"
-            stored = time.monotonic()
-            while await c.get(b"ttl") is not None:
-                assert time.monotonic() - stored < 4.0, "item with ttl=1 never expired"
-                await asyncio.sleep(0.02)
-            return time.monotonic() - stored
-        finally:
-            await c.close()
-
-    assert 0.5 < run(scenario()) <= 1.5
-
-
 def test_database_from_the_url_receives_the_writes(redis: Backend) -> None:
     async def scenario() -> tuple[bytes | None, bytes | None]:
         db3, db0 = redis.client(db=3), redis.client(db=0)
@@ -140,20 +96,3 @@ def test_a_database_the_server_lacks_fails_clearly_without_leaking_connections(
 
 
 FAST_BACKOFF_CAP = 0.25
-
-
-def test_an_error_reply_is_a_protocol_error(redis: Backend) -> None:
-    redis_command(redis.proc.port, "LPUSH", "list", "x")
-
-    async def scenario() -> None:
-        c = redis.client()
-        try:
-            with pytest.raises(BackendProtocolError, match="WRONGTYPE"):
-                await c.get(b"list")
-            # An error reply is one request's problem; the connection carries on.
-            await c.set(b"k", b"v", 0)
-            assert await c.get(b"k") == b"v"
-        finally:
-            await c.close()
-
-    run(scenario())
