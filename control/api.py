@@ -34,6 +34,7 @@ from control.raft.types import NodeId, Role
 from control.registry import CommandError, validate_backend_url
 from control.transport import FrameError, FrameReader
 from ringleader.token import authorized
+from ringleader.wire import HealthReport, WireError
 
 FORWARDED = "x-ringleader-forwarded"
 REQUEST_ID = "x-request-id"
@@ -201,7 +202,7 @@ class ControlAPI:
     async def list_pools(self, request: Request) -> Response:
         def view() -> Response:
             pools = self._node.registry.pools.values()
-            return JSONResponse({"pools": [p.ring_json() for p in pools]})
+            return JSONResponse({"pools": [p.ring_document().to_json() for p in pools]})
 
         return await self._read(request, view)
 
@@ -239,7 +240,7 @@ class ControlAPI:
             pool = self._node.registry.pools.get(pool_name)
             if pool is None:
                 return error(404, "unknown_pool", f"no pool named {pool_name!r}")
-            return JSONResponse(pool.ring_json())
+            return JSONResponse(pool.ring_document().to_json())
 
         wait_epoch = request.query_params.get("wait_epoch")
         if wait_epoch is None:
@@ -381,13 +382,12 @@ class ControlAPI:
         if pool not in self._node.registry.pools:
             return error(404, "unknown_pool", f"no pool named {pool!r}")
         try:
-            body = await self._body(request)
+            report = HealthReport.from_json(await self._body(request))
         except CommandError as exc:
             return error(exc.status, exc.code, str(exc))
-        proxy, backends = body.get("proxy"), body.get("backends")
-        if not isinstance(proxy, str) or not proxy or not isinstance(backends, dict):
-            return error(400, "bad_report", "a report is {proxy: str, backends: {name: {...}}}")
-        self._detector.report(pool, proxy, backends)
+        except WireError as exc:
+            return error(400, "bad_report", str(exc))
+        self._detector.report(pool, report)
         return Response(status_code=204)
 
     # -- forwarding --------------------------------------------------------------------------

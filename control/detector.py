@@ -31,10 +31,10 @@ from control.raft.types import Role
 from control.registry import AdminState, Health, Pool
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendError, ClientSettings, make_client
+from ringleader.wire import Health as Verdict
+from ringleader.wire import HealthReport
 
 log = logging.getLogger("ringleader.detector")
-
-Verdict = Literal["up", "down"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class DetectorSettings:
 
 @dataclass(slots=True)
 class _Observation:
-    state: str
+    state: Verdict
     error: str | None
     proxy_since: float | None  # the proxy's wall clock, for the evidence only
     up_since: float | None  # our clock: when this proxy's view turned up, for hysteresis
@@ -88,25 +88,23 @@ class FailureDetector:
         self._reports.clear()
         self._leader_since = None
 
-    def report(self, pool: str, proxy: str, backends: dict[str, Any], now: float) -> None:
-        previous = self._reports.get(pool, {}).get(proxy)
-        report = _ProxyReport(received_at=now)
-        for name, seen in backends.items():
-            if not isinstance(seen, dict) or seen.get("state") not in ("up", "down"):
+    def report(self, pool: str, report: HealthReport, now: float) -> None:
+        previous = self._reports.get(pool, {}).get(report.proxy)
+        kept = _ProxyReport(received_at=now)
+        for name, seen in report.backends.items():
+            if seen.state == "unknown":
                 continue
-            state = str(seen["state"])
             old = previous.backends.get(name) if previous else None
             up_since = None
-            if state == "up":
+            if seen.state == "up":
                 up_since = old.up_since if old and old.state == "up" and old.up_since else now
-            since = seen.get("since")
-            report.backends[name] = _Observation(
-                state=state,
-                error=str(seen["last_error"]) if seen.get("last_error") else None,
-                proxy_since=float(since) if isinstance(since, int | float) else None,
+            kept.backends[name] = _Observation(
+                state=seen.state,
+                error=seen.last_error or None,
+                proxy_since=seen.since,
                 up_since=up_since,
             )
-        self._reports.setdefault(pool, {})[proxy] = report
+        self._reports.setdefault(pool, {})[report.proxy] = kept
 
     def reporters(self, pool: str, now: float) -> dict[str, _ProxyReport]:
         ttl = self.settings.report_ttl
@@ -191,9 +189,9 @@ class DetectorLoop:
         self._leading = False
         self._held: set[tuple[str, str]] = set()
 
-    def report(self, pool: str, proxy: str, backends: dict[str, Any]) -> None:
+    def report(self, pool: str, report: HealthReport) -> None:
         self._metrics.detector_reports.labels(pool).inc()
-        self._detector.report(pool, proxy, backends, time.monotonic())
+        self._detector.report(pool, report, time.monotonic())
         self._wake.set()
 
     async def run(self) -> None:

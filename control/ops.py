@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from ringleader.backend_url import parse_backend_url
 from ringleader.control_client import ControlClient, ControlError, split_urls
 from ringleader.ring import KetamaRing
 from ringleader.token import TokenError, load_token
+from ringleader.wire import RingDocument, WireError
 
 CONTROL_ENV = "RINGLEADER_CONTROL"
 DEFAULT_CONTROL = "http://127.0.0.1:7000"
@@ -171,26 +171,30 @@ async def _pool_list(client: ControlClient, args: argparse.Namespace) -> Any:
 
 
 async def _ring(client: ControlClient, args: argparse.Namespace) -> Any:
-    ring = (await client.request("GET", _pool_path(args) + "/ring")).body
+    reply = await client.request("GET", _pool_path(args) + "/ring")
+    try:
+        ring = RingDocument.from_json(reply.body)
+    except WireError as exc:
+        raise ControlError(f"{reply.url}: {exc}") from None
     if args.key is None:
         if args.json:
-            return ring
-        rows = [(b["name"], b["url"], str(b["weight"])) for b in ring["backends"]]
-        title = f"pool {ring['pool']}, epoch {ring['epoch']}, {ring['distribution']}/{ring['hash']}"
+            return ring.to_json()
+        rows = [(b.name, b.url, str(b.weight)) for b in ring.backends]
+        title = f"pool {ring.pool}, epoch {ring.epoch}, {ring.distribution}/{ring.hash}"
         return title + "\n" + _table(("NAME", "URL", "WEIGHT"), rows)
-    if not ring["backends"]:
-        raise ControlError(f"pool {args.pool} has no backends in its ring at epoch {ring['epoch']}")
-    specs = [parse_backend_url(b["url"]) for b in ring["backends"]]
-    key_hash, point, owner = KetamaRing(specs, ring["hash"]).locate(args.key.encode())
+    if not ring.backends:
+        raise ControlError(f"pool {args.pool} has no backends in its ring at epoch {ring.epoch}")
+    specs = [b.spec() for b in ring.backends]
+    key_hash, point, owner = KetamaRing(specs, ring.hash).locate(args.key.encode())
     located = {
-        "key": args.key, "pool": ring["pool"], "epoch": ring["epoch"], "backend": owner.name,
-        "url": owner.url, "hash": ring["hash"], "key_hash": key_hash, "point": point,
+        "key": args.key, "pool": ring.pool, "epoch": ring.epoch, "backend": owner.name,
+        "url": owner.url, "hash": ring.hash, "key_hash": key_hash, "point": point,
     }  # fmt: skip
     if args.json:
         return located
     return (
         f"{args.key!r} -> {owner.name} ({owner.url})\n"
-        f"  pool {ring['pool']} at epoch {ring['epoch']}: {ring['hash']}({args.key!r}) = "
+        f"  pool {ring.pool} at epoch {ring.epoch}: {ring.hash}({args.key!r}) = "
         f"{key_hash:#010x}; the first ketama point at or after it is {point:#010x}, "
         f"owned by {owner.name}"
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
 from ringleader.ring.hashes import KEY_HASHES
+from ringleader.wire import ActiveMember, RingDocument, RingMember
 
 DEFAULT_POOL = "default"
 EVENT_HISTORY = 1000
@@ -86,24 +87,20 @@ class Pool:
         """The ring's backends, in the order they were added (ketama order matters)."""
         return [b for b in self.backends.values() if b.in_ring]
 
-    def ring_json(self) -> dict[str, Any]:
-        return {
-            "pool": self.name,
-            "epoch": self.epoch,
-            "hash": self.hash,
-            "distribution": self.distribution,
-            "replicas": self.replicas,
-            "backends": [
-                {"name": b.name, "url": b.url, "weight": b.weight} for b in self.members()
-            ],
-            # Admin-active backends in ring order, down ones included: the ring every key's
-            # owner is computed from while some backend is down.
-            "active": [
-                {"name": b.name, "url": b.url, "weight": b.weight, "health": b.health.value}
+    def ring_document(self) -> RingDocument:
+        return RingDocument(
+            pool=self.name,
+            epoch=self.epoch,
+            hash=self.hash,
+            distribution=self.distribution,
+            replicas=self.replicas,
+            backends=tuple(RingMember(b.name, b.url, b.weight) for b in self.members()),
+            active=tuple(
+                ActiveMember(b.name, b.url, b.weight, b.health.value)
                 for b in self.backends.values()
                 if b.admin is AdminState.ACTIVE
-            ],
-        }
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)

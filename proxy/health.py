@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from proxy.metrics import ProxyMetrics
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendError, CacheClient, ClientSettings, make_client
+from ringleader.wire import BackendObservation, ProbeState
 
 log = logging.getLogger("ringleader.health")
 
@@ -29,20 +30,20 @@ RETRY_AFTER_FAILURE = 0.1
 
 @dataclass(slots=True)
 class BackendHealth:
-    state: str = "unknown"  # unknown | up | down
+    state: ProbeState = "unknown"
     since: float = 0.0  # wall-clock time of the last verdict change
     last_error: str | None = None
     rtt_seconds: float | None = None
     consecutive_failures: int = 0
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "state": self.state,
-            "since": self.since or None,
-            "last_error": self.last_error,
-            "rtt_seconds": self.rtt_seconds,
-            "consecutive_failures": self.consecutive_failures,
-        }
+    def observation(self) -> BackendObservation:
+        return BackendObservation(
+            state=self.state,
+            since=self.since or None,
+            last_error=self.last_error,
+            rtt_seconds=self.rtt_seconds,
+            consecutive_failures=self.consecutive_failures,
+        )
 
 
 @dataclass(slots=True)
@@ -117,6 +118,7 @@ class HealthProber:
         health.rtt_seconds = rtt
         health.last_error = error
         health.consecutive_failures = 0 if error is None else health.consecutive_failures + 1
+        state: ProbeState
         if error is None:
             state = "up"
         elif health.consecutive_failures >= DOWN_AFTER:

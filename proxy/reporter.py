@@ -12,9 +12,12 @@ import logging
 import socket
 from urllib.parse import quote
 
+import httpx
+
 from proxy.config import ProxyConfig
 from proxy.health import BackendHealth
 from ringleader.control_client import ControlClient, ControlError
+from ringleader.wire import HealthReport
 
 log = logging.getLogger("ringleader.reporter")
 
@@ -25,8 +28,15 @@ def proxy_identity(config: ProxyConfig) -> str:
 
 
 class HealthReporter:
-    def __init__(self, config: ProxyConfig, view: dict[str, BackendHealth]) -> None:
-        self._client = ControlClient(list(config.control), config.token, timeout=2.0, deadline=2.0)
+    def __init__(
+        self,
+        config: ProxyConfig,
+        view: dict[str, BackendHealth],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = ControlClient(
+            list(config.control), config.token, timeout=2.0, deadline=2.0, transport=transport
+        )
         self._path = f"/v1/pools/{quote(config.pool, safe='')}/reports"
         self._identity = proxy_identity(config)
         self._view = view
@@ -37,15 +47,18 @@ class HealthReporter:
     def changed(self) -> None:
         self._wake.set()
 
+    def report(self) -> HealthReport:
+        return HealthReport(
+            proxy=self._identity,
+            backends={name: h.observation() for name, h in self._view.items()},
+            interval=self._interval,
+        )
+
     async def run(self) -> None:
         headers = {"x-ringleader-who": f"proxy:{self._identity}"}
         while True:
             self._wake.clear()
-            body = {
-                "proxy": self._identity,
-                "interval": self._interval,
-                "backends": {name: h.as_json() for name, h in self._view.items()},
-            }
+            body = self.report().to_json()
             try:
                 await self._client.request("POST", self._path, json=body, headers=headers)
             except ControlError as exc:

@@ -211,7 +211,7 @@ class Supervisor:
                     "name": spec.name,
                     "url": spec.url,
                     "weight": spec.weight,
-                    **self.prober.view[spec.name].as_json(),
+                    **self.prober.view[spec.name].observation().to_json(),
                 }
                 for spec in self.ring.backends
                 if spec.name in self.prober.view

@@ -12,10 +12,12 @@ import random
 from collections.abc import Callable
 from urllib.parse import quote
 
+import httpx
+
 from proxy.router import RingState
 from proxy.telemetry import GaugeChild
-from ringleader.backend_url import BackendURLError, parse_backend_url
 from ringleader.control_client import ControlClient, ControlError
+from ringleader.wire import RingDocument, WireError
 
 log = logging.getLogger("ringleader.watch")
 
@@ -24,29 +26,25 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 
 
-def ring_state(body: object) -> RingState:
-    """A RingState from the control plane's ring JSON; ValueError if malformed."""
-    if not isinstance(body, dict):
-        raise ValueError("ring is not a JSON object")
-    try:
-        backends = tuple(parse_backend_url(str(b["url"])) for b in body["backends"])
-        active = body.get("active", [])
-        owners = (
-            tuple(parse_backend_url(str(b["url"])) for b in active)
-            if any(b["health"] != "up" for b in active)
-            else ()
-        )
-        return RingState(int(body["epoch"]), str(body["hash"]), backends, owners)
-    except (KeyError, TypeError, BackendURLError) as exc:
-        raise ValueError(f"malformed ring: {exc}") from None
+def ring_state(document: RingDocument) -> RingState:
+    """What the proxy routes with, from the control plane's ring document."""
+    owners = (
+        tuple(b.spec() for b in document.active)
+        if any(b.health != "up" for b in document.active)
+        else ()
+    )
+    return RingState(
+        document.epoch, document.hash, tuple(b.spec() for b in document.backends), owners
+    )
 
 
 class RingWatcher:
     def __init__(
         self, urls: list[str], pool: str, on_ring: Callable[[RingState], None],
         control_up: GaugeChild, rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:  # fmt: skip
-        self._client = ControlClient(urls, deadline=0.0)
+        self._client = ControlClient(urls, deadline=0.0, transport=transport)
         self._path = f"/v1/pools/{quote(pool, safe='')}/ring"
         self._on_ring = on_ring
         self._control_up = control_up
@@ -67,8 +65,8 @@ class RingWatcher:
                     params={"wait_epoch": self.epoch, "timeout": wait},
                     read_timeout=wait + 5,
                 )  # fmt: skip
-                state = ring_state(reply.body)
-            except (ControlError, ValueError) as exc:
+                state = ring_state(RingDocument.from_json(reply.body))
+            except (ControlError, WireError) as exc:
                 if self.last_error is None:
                     log.warning(
                         "ring watch failing; keeping the last ring",

@@ -13,6 +13,7 @@ from control.raft.types import Role, SoftState
 from control.registry import Backend, Health, Pool
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendUnavailable
+from ringleader.wire import BackendObservation, HealthReport, ProbeState
 
 SETTINGS = DetectorSettings(report_ttl=6.0, hysteresis=5.0, max_eject_fraction=0.5)
 
@@ -26,10 +27,10 @@ def pool(*names: str, down: tuple[str, ...] = ()) -> Pool:
     return p
 
 
-def seen(**states: str) -> dict[str, Any]:
-    return {
-        name: {"state": state, "since": 1.0, "last_error": None} for name, state in states.items()
-    }
+def seen(proxy: str, **states: ProbeState) -> HealthReport:
+    return HealthReport(
+        proxy, {name: BackendObservation(state, since=1.0) for name, state in states.items()}
+    )
 
 
 def leading_detector(now: float = 0.0) -> FailureDetector:
@@ -40,9 +41,9 @@ def leading_detector(now: float = 0.0) -> FailureDetector:
 
 def test_a_majority_of_reporting_proxies_marks_a_backend_down() -> None:
     detector = leading_detector()
-    detector.report("default", "p1", seen(a="up", b="down"), 10.0)
-    detector.report("default", "p2", seen(a="up", b="down"), 10.0)
-    detector.report("default", "p3", seen(a="up", b="up"), 10.0)
+    detector.report("default", seen("p1", a="up", b="down"), 10.0)
+    detector.report("default", seen("p2", a="up", b="down"), 10.0)
+    detector.report("default", seen("p3", a="up", b="up"), 10.0)
     decisions, held = detector.decide(pool("a", "b", "c", "d"), 10.0)
     assert [(d.backend, d.health) for d in decisions] == [("b", "down")]
     assert set(decisions[0].evidence) == {"p1", "p2"}
@@ -51,18 +52,18 @@ def test_a_majority_of_reporting_proxies_marks_a_backend_down() -> None:
 
 def test_one_proxy_of_two_is_not_a_quorum() -> None:
     detector = leading_detector()
-    detector.report("default", "p1", seen(a="down"), 10.0)
-    detector.report("default", "p2", seen(a="up"), 10.0)
+    detector.report("default", seen("p1", a="down"), 10.0)
+    detector.report("default", seen("p2", a="up"), 10.0)
     assert detector.decide(pool("a", "b"), 10.0) == ([], [])
 
 
 def test_reports_older_than_the_ttl_do_not_count() -> None:
     detector = leading_detector()
-    detector.report("default", "gone", seen(a="down"), 1.0)
-    detector.report("default", "live", seen(a="up"), 9.0)
+    detector.report("default", seen("gone", a="down"), 1.0)
+    detector.report("default", seen("live", a="up"), 9.0)
     # Only "live" is recent at t=9: one reporter, who sees `a` up.
     assert detector.decide(pool("a", "b"), 9.0) == ([], [])
-    detector.report("default", "live", seen(a="down"), 9.5)
+    detector.report("default", seen("live", a="down"), 9.5)
     decisions, _ = detector.decide(pool("a", "b"), 9.5)
     assert [d.backend for d in decisions] == ["a"]
 
@@ -70,7 +71,7 @@ def test_reports_older_than_the_ttl_do_not_count() -> None:
 def test_never_more_than_the_cap_is_ejected() -> None:
     detector = leading_detector()
     for proxy in ("p1", "p2"):
-        detector.report("default", proxy, seen(a="down", b="down", c="up"), 10.0)
+        detector.report("default", seen(proxy, a="down", b="down", c="up"), 10.0)
     decisions, held = detector.decide(pool("a", "b", "c"), 10.0)
     assert len(decisions) == 1  # floor(3 * 0.5) = 1
     assert held == ["b"]
@@ -84,7 +85,7 @@ def test_a_new_leader_waits_for_fresh_reports() -> None:
     detector = FailureDetector(SETTINGS)
     detector.lead(100.0)
     for proxy in ("p1", "p2"):
-        detector.report("default", proxy, seen(a="down"), 100.5)
+        detector.report("default", seen(proxy, a="down"), 100.5)
     assert detector.decide(pool("a", "b"), 100.5) == ([], [])  # inside the warmup
     decisions, _ = detector.decide(pool("a", "b"), 100.0 + SETTINGS.warmup)
     assert [d.backend for d in decisions] == ["a"]
@@ -97,11 +98,11 @@ def test_mark_up_needs_a_quorum_seeing_it_up_for_the_whole_hysteresis() -> None:
     p = pool("a", "b", down=("a",))
     for t in (10.0, 12.0):
         for proxy in ("p1", "p2"):
-            detector.report("default", proxy, seen(a="up"), t)
+            detector.report("default", seen(proxy, a="up"), t)
     assert detector.decide(p, 14.9) == ([], [])  # up since 10.0, not yet 5 s
     # A flap on one proxy restarts its clock; the other alone is not a quorum of two.
-    detector.report("default", "p2", seen(a="down"), 14.95)
-    detector.report("default", "p2", seen(a="up"), 15.0)
+    detector.report("default", seen("p2", a="down"), 14.95)
+    detector.report("default", seen("p2", a="up"), 15.0)
     assert detector.decide(p, 15.0) == ([], [])
     decisions, _ = detector.decide(p, 20.0)
     assert [(d.backend, d.health) for d in decisions] == [("a", "up")]
@@ -137,7 +138,7 @@ def test_a_backend_rejoins_only_after_a_successful_flush(flush_works: bool) -> N
         try:
             async with asyncio.timeout(5):
                 while len(flushed) < 2:
-                    loop.report("default", "p1", seen(a="up"))
+                    loop.report("default", seen("p1", a="up"))
                     await asyncio.sleep(0.05)  # reports arrive periodically, as proxies send them
         finally:
             task.cancel()

@@ -1,0 +1,288 @@
+"""The documents the two planes exchange: the ring a pool routes with, and a proxy's health
+report. Each is written by one plane and read by the other, so both use these types.
+
+Compatibility: the JSON field names are those of the first, untyped version. Every document
+carries its format version in `v`; a reader takes a missing `v` as version 1 (what nodes
+that predate it write) and ignores fields it does not know, so a field can be added without
+a version bump. A reader refuses a version it does not know.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Self, TypeGuard, TypeVar
+
+from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
+from ringleader.ring.hashes import KEY_HASHES
+
+VERSION = 1
+
+Health = Literal["up", "down"]
+HEALTH: tuple[Health, ...] = ("up", "down")
+# A proxy's own verdict; `unknown` until its first probe answers.
+ProbeState = Literal["unknown", "up", "down"]
+PROBE_STATES: tuple[ProbeState, ...] = ("unknown", "up", "down")
+
+
+_Choice = TypeVar("_Choice", bound=str)
+
+
+class WireError(ValueError):
+    """A document that cannot be read; the message names the document and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class RingMember:
+    """A backend in the ring."""
+
+    name: str
+    url: str
+    weight: int
+
+    def spec(self) -> BackendSpec:
+        return parse_backend_url(self.url)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "weight": self.weight}
+
+    @classmethod
+    def _read(cls, f: _Fields) -> Self:
+        return cls(f.string("name"), f.backend_url("url"), f.positive_int("weight"))
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveMember:
+    """An admin-active backend, in the ring or out of it only because it is down."""
+
+    name: str
+    url: str
+    weight: int
+    health: Health
+
+    def spec(self) -> BackendSpec:
+        return parse_backend_url(self.url)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "weight": self.weight, "health": self.health}
+
+    @classmethod
+    def _read(cls, f: _Fields) -> Self:
+        return cls(
+            f.string("name"),
+            f.backend_url("url"),
+            f.positive_int("weight"),
+            f.choice("health", HEALTH),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RingDocument:
+    """A pool's ring at one epoch, as `GET /v1/pools/{pool}/ring` serves it."""
+
+    pool: str
+    epoch: int
+    hash: str
+    distribution: str
+    replicas: int
+    backends: tuple[RingMember, ...]  # in ring order: ketama placement depends on it
+    # Admin-active backends in ring order, down ones included: the ring every key's owner
+    # is computed from while some backend is down.
+    active: tuple[ActiveMember, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "pool": self.pool,
+            "epoch": self.epoch,
+            "hash": self.hash,
+            "distribution": self.distribution,
+            "replicas": self.replicas,
+            "backends": [b.to_json() for b in self.backends],
+            "active": [b.to_json() for b in self.active],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Self:
+        f = _Fields.open("ring document", data)
+        return cls(
+            pool=f.string("pool"),
+            epoch=f.whole("epoch"),
+            hash=f.choice("hash", tuple(KEY_HASHES)),
+            distribution=f.string("distribution"),
+            replicas=f.positive_int("replicas"),
+            backends=tuple(RingMember._read(b) for b in f.objects("backends")),
+            active=tuple(ActiveMember._read(b) for b in f.objects("active", optional=True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BackendObservation:
+    """What one proxy's probes say about one backend."""
+
+    state: ProbeState
+    since: float | None = None  # the proxy's wall clock at the last verdict change
+    last_error: str | None = None
+    rtt_seconds: float | None = None
+    consecutive_failures: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "since": self.since,
+            "last_error": self.last_error,
+            "rtt_seconds": self.rtt_seconds,
+            "consecutive_failures": self.consecutive_failures,
+        }
+
+    @classmethod
+    def _read(cls, f: _Fields) -> Self:
+        return cls(
+            state=f.choice("state", PROBE_STATES),
+            since=f.optional_number("since"),
+            last_error=f.optional_string("last_error"),
+            rtt_seconds=f.optional_number("rtt_seconds"),
+            consecutive_failures=f.whole("consecutive_failures", default=0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """A proxy's view of its backends, as `POST /v1/pools/{pool}/reports` takes it."""
+
+    proxy: str  # stable across restarts of one proxy, distinct between proxies
+    backends: Mapping[str, BackendObservation]
+    interval: float | None = None  # seconds between reports when nothing changes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "proxy": self.proxy,
+            "interval": self.interval,
+            "backends": {name: seen.to_json() for name, seen in self.backends.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Self:
+        f = _Fields.open("health report", data)
+        return cls(
+            proxy=f.string("proxy"),
+            backends={name: BackendObservation._read(b) for name, b in f.mapping("backends")},
+            interval=f.optional_number("interval", positive=True),
+        )
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """A JSON object being read and where it sits, so that every error names its field."""
+
+    kind: str  # which document, for messages
+    path: str  # "" for the document itself
+    data: Mapping[str, object]
+
+    @classmethod
+    def open(cls, name: str, data: object) -> _Fields:
+        if not isinstance(data, dict):
+            raise WireError(f"{name}: expected a JSON object, got {_show(data)}")
+        f = cls(name, "", data)
+        version = f.data.get("v", VERSION)
+        if version != VERSION or isinstance(version, bool):
+            raise f.error("v", f"unsupported version {_show(version)}; this node reads {VERSION}")
+        return f
+
+    def error(self, key: str, problem: str) -> WireError:
+        where = f"{self.path}.{key}" if self.path else key
+        return WireError(f"{self.kind}: {where}: {problem}")
+
+    def _get(self, key: str, default: object = _MISSING) -> object:
+        value = self.data.get(key, default)
+        if value is _MISSING:
+            raise self.error(key, "missing")
+        return value
+
+    def _expected(self, key: str, what: str, value: object) -> WireError:
+        return self.error(key, f"expected {what}, got {_show(value)}")
+
+    def string(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not value:
+            raise self._expected(key, "a non-empty string", value)
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self._get(key, None)
+        if value is not None and not isinstance(value, str):
+            raise self._expected(key, "a string or null", value)
+        return value
+
+    def choice(self, key: str, choices: tuple[_Choice, ...]) -> _Choice:
+        value = self._get(key)
+        for choice in choices:
+            if value == choice:
+                return choice
+        raise self._expected(key, "one of " + ", ".join(choices), value)
+
+    def whole(self, key: str, default: int | None = None) -> int:
+        value = self._get(key, _MISSING if default is None else default)
+        if not _is_int(value) or value < 0:
+            raise self._expected(key, "a whole number", value)
+        return value
+
+    def positive_int(self, key: str) -> int:
+        value = self._get(key)
+        if not _is_int(value) or value < 1:
+            raise self._expected(key, "a positive integer", value)
+        return value
+
+    def optional_number(self, key: str, positive: bool = False) -> float | None:
+        value = self._get(key, None)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (positive and value == 0)
+        ):
+            what = "a positive number" if positive else "a number >= 0"
+            raise self._expected(key, what + " or null", value)
+        return float(value)
+
+    def backend_url(self, key: str) -> str:
+        url = self.string(key)
+        try:
+            parse_backend_url(url)
+        except BackendURLError as exc:
+            raise self.error(key, str(exc)) from None
+        return url
+
+    def objects(self, key: str, optional: bool = False) -> list[_Fields]:
+        items = self._get(key, [] if optional else _MISSING)
+        if not isinstance(items, list):
+            raise self._expected(key, "a list", items)
+        return [self._nested(f"{key}[{i}]", item) for i, item in enumerate(items)]
+
+    def mapping(self, key: str) -> list[tuple[str, _Fields]]:
+        items = self._get(key)
+        if not isinstance(items, dict):
+            raise self._expected(key, "a JSON object", items)
+        return [(name, self._nested(f"{key}[{name!r}]", item)) for name, item in items.items()]
+
+    def _nested(self, key: str, value: object) -> _Fields:
+        if not isinstance(value, dict):
+            raise self._expected(key, "a JSON object", value)
+        return _Fields(self.kind, f"{self.path}.{key}" if self.path else key, value)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,128 @@
+"""HealthReporter against an in-process control plane (httpx.MockTransport): what it
+sends, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import httpx
+
+from proxy.config import ProxyConfig
+from proxy.health import BackendHealth
+from proxy.reporter import HealthReporter, proxy_identity
+from ringleader.wire import BackendObservation, HealthReport
+
+# Long enough that a report sent quickly can only have been sent because of a change.
+QUIET = ProxyConfig(control=("http://c1:7000",), token="s3cret", pool="blue", report_interval=60)
+
+
+class Plane:
+    """Queues each request it receives and answers with `status`."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.received: asyncio.Queue[httpx.Request] = asyncio.Queue()
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        await self.received.put(request)
+        if self.status == 204:
+            return httpx.Response(204)
+        return httpx.Response(self.status, json={"error": "unauthorized", "message": "no"})
+
+    async def request(self, within: float = 5.0) -> httpx.Request:
+        async with asyncio.timeout(within):
+            return await self.received.get()
+
+    async def report(self, within: float = 5.0) -> HealthReport:
+        return HealthReport.from_json(json.loads((await self.request(within)).content))
+
+
+Scenario = Callable[[HealthReporter, Plane], Awaitable[None]]
+
+
+def reporting(
+    config: ProxyConfig, view: dict[str, BackendHealth], scenario: Scenario, status: int = 204
+) -> None:
+    async def main() -> None:
+        plane = Plane(status)
+        reporter = HealthReporter(config, view, transport=httpx.MockTransport(plane.handle))
+        task = asyncio.create_task(reporter.run())
+        try:
+            await scenario(reporter, plane)
+        finally:
+            task.cancel()
+            await reporter.close()
+
+    asyncio.run(main())
+
+
+def test_a_report_is_the_probers_view_with_the_token() -> None:
+    view = {
+        "a": BackendHealth(state="up", since=5.0, rtt_seconds=0.001),
+        "b": BackendHealth(state="down", since=6.0, last_error="refused", consecutive_failures=2),
+        "c": BackendHealth(),
+    }
+
+    async def scenario(_: HealthReporter, plane: Plane) -> None:
+        request = await plane.request()
+        assert (request.method, request.url.path) == ("POST", "/v1/pools/blue/reports")
+        assert request.headers["authorization"] == "Bearer s3cret"
+        assert request.headers["x-ringleader-who"] == f"proxy:{proxy_identity(QUIET)}"
+        report = HealthReport.from_json(json.loads(request.content))
+        assert report == HealthReport(
+            proxy=proxy_identity(QUIET),
+            interval=60.0,
+            backends={
+                "a": BackendObservation("up", since=5.0, rtt_seconds=0.001),
+                "b": BackendObservation(
+                    "down", since=6.0, last_error="refused", consecutive_failures=2
+                ),
+                "c": BackendObservation("unknown"),
+            },
+        )
+
+    reporting(QUIET, view, scenario)
+
+
+def test_a_change_is_reported_at_once() -> None:
+    view = {"a": BackendHealth(state="up", since=5.0)}
+
+    async def scenario(reporter: HealthReporter, plane: Plane) -> None:
+        assert (await plane.report()).backends["a"].state == "up"
+        view["a"].state = "down"
+        reporter.changed()
+        assert (await plane.report(within=2.0)).backends["a"].state == "down"
+
+    reporting(QUIET, view, scenario)
+
+
+def test_without_changes_it_reports_every_interval() -> None:
+    config = replace(QUIET, report_interval=0.1)
+
+    async def scenario(_: HealthReporter, plane: Plane) -> None:
+        loop = asyncio.get_running_loop()
+        await plane.request()
+        times = [loop.time()]
+        for _report in range(3):
+            await plane.request(within=2.0)
+            times.append(loop.time())
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(0.09 <= gap < 1.0 for gap in gaps), gaps
+
+    reporting(config, {"a": BackendHealth(state="up")}, scenario)
+
+
+def test_a_refused_report_does_not_stop_the_reports() -> None:
+    view = {"a": BackendHealth(state="up")}
+
+    async def scenario(reporter: HealthReporter, plane: Plane) -> None:
+        await plane.request()
+        view["a"].state = "down"
+        reporter.changed()
+        assert (await plane.report(within=2.0)).backends["a"].state == "down"
+
+    reporting(QUIET, view, scenario, status=401)
