@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="memcached://host:port?name=N&weight=W or redis://host:port/DB?...; repeatable",
     )
     add("--hash", choices=["fnv1a_64", "md5"], help="ketama key hash (default fnv1a_64)")
+    add(
+        "--hash-tag",
+        metavar="AB",
+        help="hash only the part of a key between A and B, as twemproxy's hash_tag (e.g. {})",
+    )
     add("--origin", metavar="URL", help="origin for the HTTP cache")
     add(
         "--control",

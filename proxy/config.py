@@ -15,6 +15,7 @@ from ringleader.address import Address, parse_address
 from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
 from ringleader.backends import ClientSettings
 from ringleader.ring.hashes import KEY_HASHES
+from ringleader.ring.hashtag import parse_hash_tag
 from ringleader.settings import ConfigError
 from ringleader.token import TokenError, load_token, read_token_file
 
@@ -31,6 +32,8 @@ class ProxyConfig:
     admin: Address = Address("127.0.0.1", 8081)
     backends: tuple[BackendSpec, ...] = ()
     hash: str = "fnv1a_64"
+    # twemproxy's hash_tag: two bytes, opening and closing (ringleader/ring/hashtag.py).
+    hash_tag: bytes | None = None
     origin: str | None = None
     control: tuple[str, ...] = ()
     pool: str = "default"
@@ -67,7 +70,7 @@ class ProxyConfig:
 
 # Setting name (as a flag without dashes, or a TOML key) -> how to read it.
 _KEYS = {
-    "listen", "admin", "backend", "hash", "origin", "control", "pool", "workers",
+    "listen", "admin", "backend", "hash", "hash-tag", "origin", "control", "pool", "workers",
     "max-value-bytes", "connect-timeout", "request-timeout", "connections",
     "health-interval", "health-timeout", "http-max-body-bytes", "cache-cookies",
     "heuristic-cap", "purge-token-file", "lease-ttl", "lease-wait", "origin-timeout",
@@ -119,6 +122,7 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
         admin=parse_address("--admin", str(get("admin", defaults.admin))),
         backends=backends,
         hash=hash_name,
+        hash_tag=_hash_tag(get("hash-tag")),
         origin=_origin(get("origin")),
         control=control,
         pool=str(get("pool", "default")),
@@ -151,6 +155,17 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
             _positive("max-connections", get("max-connections"), 1024, integer=True)
         ),
     )
+
+
+def _hash_tag(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"--hash-tag: expected a string of two characters, got {value!r}")
+    try:
+        return parse_hash_tag(value)
+    except ValueError as exc:
+        raise ConfigError(f"--hash-tag: {exc}") from None
 
 
 def _cluster_token(path: Any, control: tuple[str, ...]) -> str | None:

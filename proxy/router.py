@@ -70,7 +70,11 @@ class Router:
         initial: RingState,
         failover_ttl: int,
         failover_writes: CounterFamily,
+        hash_tag: bytes | None = None,
     ) -> None:
+        # From the proxy's own config, not the ring: every proxy of a pool must use the same
+        # tag, or they place tagged keys differently.
+        self._hash_tag = hash_tag
         self._settings = settings
         self._failover_ttl = failover_ttl
         self._failover_writes = failover_writes
@@ -112,8 +116,9 @@ class Router:
             headers = ((b"x-ringleader-backend", spec.name.encode()), epoch_header)
             failovers = self._failover_writes.labels(spec.name)
             routes[spec.name] = Route(spec, client, headers, failovers)
-        ring = KetamaRing(state.backends, state.hash_name) if state.backends else None
-        owners = KetamaRing(state.owners, state.hash_name) if state.owners else None
+        tag = self._hash_tag
+        ring = KetamaRing(state.backends, state.hash_name, tag) if state.backends else None
+        owners = KetamaRing(state.owners, state.hash_name, tag) if state.owners else None
         return RoutingTable(state, ring, self._failover_ttl, routes, owners)
 
     async def close(self) -> None:

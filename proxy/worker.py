@@ -51,7 +51,11 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> None
 async def _serve(spec: WorkerSpec, sock: socket.socket, pipe: Connection) -> None:
     metrics = ProxyMetrics()
     router = Router(
-        spec.config.client, spec.ring, spec.config.failover_ttl, metrics.failover_writes
+        spec.config.client,
+        spec.ring,
+        spec.config.failover_ttl,
+        metrics.failover_writes,
+        spec.config.hash_tag,
     )
     metrics.ring_epoch.labels().set(spec.ring.epoch)
     metrics.ring_backends.labels().set(len(spec.ring.backends))

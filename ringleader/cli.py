@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from control import ops, service
+from control import twemproxy as control_twemproxy
 from control.raft.errors import StorageError
 from proxy import cli as proxy_cli
-from ringleader import up
+from ringleader import twemproxy, up
 from ringleader.settings import ConfigError
 
 
@@ -36,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_arguments(node)
     node.set_defaults(func=service.run)
     ops.add_commands(sub)
+    imported = sub.add_parser(
+        "import-twemproxy", help="a proxy config (and with --control, backends) from nutcracker.yml"
+    )
+    twemproxy.add_arguments(imported)
+    imported.set_defaults(func=lambda args: twemproxy.run(args, control_twemproxy.register))
     stack = sub.add_parser("up", help="run the whole system on this machine (Ctrl-C stops it)")
     up.add_arguments(stack)
     stack.set_defaults(func=up.run)

@@ -14,6 +14,7 @@ from hashlib import md5
 
 from ringleader.backend_url import BackendSpec
 from ringleader.ring.hashes import KEY_HASHES
+from ringleader.ring.hashtag import tagged
 
 POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4
@@ -40,11 +41,20 @@ def points_per_server(weight: int, total_weight: int, live_servers: int) -> int:
 
 
 class KetamaRing:
-    """An immutable ketama continuum over `backends`, in configuration order."""
+    """An immutable ketama continuum over `backends`, in configuration order.
 
-    __slots__ = ("_backends", "_hash", "_hash_name", "_owners", "_points")
+    With `hash_tag` (two bytes, as from `parse_hash_tag`), every lookup hashes only the
+    tagged part of the key, as twemproxy's `hash_tag` does (ringleader/ring/hashtag.py).
+    """
 
-    def __init__(self, backends: Sequence[BackendSpec], hash_name: str = "fnv1a_64") -> None:
+    __slots__ = ("_backends", "_hash", "_hash_name", "_hash_tag", "_owners", "_points")
+
+    def __init__(
+        self,
+        backends: Sequence[BackendSpec],
+        hash_name: str = "fnv1a_64",
+        hash_tag: bytes | None = None,
+    ) -> None:
         if not backends:
             raise ValueError("a ring needs at least one backend")
         names = [b.name for b in backends]
@@ -56,7 +66,12 @@ class KetamaRing:
             raise ValueError(
                 f"unknown hash {hash_name!r}; choose one of {', '.join(KEY_HASHES)}"
             ) from None
+        if hash_tag is not None:
+            if len(hash_tag) != 2:
+                raise ValueError(f"a hash tag is two bytes, got {hash_tag!r}")
+            self._hash = tagged(self._hash, hash_tag)
         self._hash_name = hash_name
+        self._hash_tag = hash_tag
         self._backends = tuple(backends)
         total_weight = sum(b.weight for b in backends)
         continuum: list[tuple[int, int]] = []
@@ -78,6 +93,10 @@ class KetamaRing:
     @property
     def hash_name(self) -> str:
         return self._hash_name
+
+    @property
+    def hash_tag(self) -> bytes | None:
+        return self._hash_tag
 
     @property
     def point_count(self) -> int:

@@ -145,3 +145,18 @@ def test_parse_address_refuses_malformed(text: str) -> None:
 def test_a_fractional_value_for_an_integer_setting_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--workers"):
         build(load_file(write(tmp_path, 'backend = "memcached://h:1"\nworkers = 1.5\n')))
+
+
+def test_hash_tag_from_flag_and_file(tmp_path: Path) -> None:
+    assert build({"backend": "memcached://h:1"}).hash_tag is None
+    config = config_from(["--backend", "memcached://h:1", "--hash-tag", "{}"])
+    assert config.hash_tag == b"{}"  # type: ignore[attr-defined]
+    path = write(tmp_path, 'backend = "memcached://h:1"\nhash-tag = "$$"\n')
+    assert config_from(["--config", path]).hash_tag == b"$$"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("tag", ["{", "{}}", "", "«»", 12])
+def test_malformed_hash_tag_is_refused_in_one_line(tag: object) -> None:
+    with pytest.raises(ConfigError, match=r"^--hash-tag: ") as exc:
+        build({"backend": "memcached://h:1", "hash-tag": tag})
+    assert "\n" not in str(exc.value)

@@ -137,3 +137,24 @@ def test_write_ttl_caps_only_failover_writes_and_counts_them() -> None:
     assert router.table.write_ttl(moved, moved_route, 5) == 5
     counted = metrics.failover_writes.labels(moved_route.spec.name).value
     assert counted == 3
+
+
+def test_the_table_uses_the_proxy_hash_tag_for_every_ring() -> None:
+    metrics = ProxyMetrics()
+    router = Router(
+        ClientSettings(), RingState(3, "md5", (A, C), (A, B, C)), 30,
+        metrics.failover_writes, b"{}",
+    )  # fmt: skip
+    ring, owners = KetamaRing([A, C], "md5"), KetamaRing([A, B, C], "md5")
+    for i in range(300):
+        key = b"{%d}:suffix:%d" % (i % 7, i)
+        route = router.table.route(key)
+        assert route is not None
+        assert route.spec == ring.lookup(b"%d" % (i % 7))
+        # The owner ring, which tells failover writes, hashes the same tagged part.
+        failover = owners.lookup(b"%d" % (i % 7)) != route.spec
+        assert router.table.is_failover(key, route) == failover
+    # A ring installed later (from the control plane) keeps the tag.
+    assert router.install(RingState(4, "md5", (A, B, C)))
+    assert router.table.ring is not None
+    assert router.table.ring.hash_tag == b"{}"

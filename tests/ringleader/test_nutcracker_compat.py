@@ -8,6 +8,7 @@ and checks the value and the backend named by `X-Ringleader-Backend`.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,14 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.support.servers import LOOPBACK, ProcessGroup, ServerProcess, port_open
+from tests.support.servers import (
+    LOOPBACK,
+    ProcessGroup,
+    ServerProcess,
+    free_port,
+    port_open,
+    require_binary,
+)
 
 KEY_COUNT = 5000
 BATCH = 250
@@ -104,9 +112,70 @@ class Server:
         return LOOPBACK if self.proc.port == 11211 else f"{LOOPBACK}:{self.proc.port}"
 
 
-def assert_same_placement(procs: ProcessGroup, servers: list[Server], hash_name: str) -> None:
-    keys = compat_keys()
-    nutcracker = procs.nutcracker([s.nutcracker_line for s in servers], hash_name)
+def tagged_keys() -> list[bytes]:
+    """Keys for `hash_tag: "{}"`: most tagged (tags shared by many keys, at either end, in
+    the middle, several in one key, bytes >= 0x80 inside), some untagged, some with an empty
+    tag or an unclosed one (both hash the whole key)."""
+    keys = []
+    for i in range(KEY_COUNT):
+        group = i % 37
+        match i % 10:
+            case 0:
+                keys.append(b"{user:%d}:profile:%d" % (group, i))
+            case 1:
+                keys.append(b"cart:%d:{user:%d}" % (i, group))
+            case 2:
+                keys.append(b"x{\xc3\xa9\x80%d\xff}y:%d" % (group, i))
+            case 3:
+                keys.append(b"{a%d}{b%d}:%d" % (group, i, i))
+            case 4:
+                keys.append(b"{}empty:%d" % i)
+            case 5:
+                keys.append(b"open{only:%d" % i)
+            case 6:
+                keys.append(b"close}only{:%d" % i)
+            case 7:
+                keys.append(b"}{%d}" % group + b":%d" % i)
+            case 8:
+                keys.append(b"plain:%d" % i)
+            case _:
+                keys.append(b"{{nested:%d}}:%d" % (group, i))
+    return keys
+
+
+def start_nutcracker(procs: ProcessGroup, yaml_text: str, port: int) -> ServerProcess:
+    """nutcracker with `yaml_text` as its whole config; it must listen on `port`."""
+    conf = procs.workdir / f"nutcracker-{port}.yml"
+    conf.write_text(yaml_text)
+    argv = [require_binary("nutcracker"), "-c", str(conf), "-s", str(free_port()),
+            "-o", str(procs.workdir / f"nutcracker-{port}.out")]  # fmt: skip
+    return procs.spawn("nutcracker", argv, port).wait_port()
+
+
+def assert_same_placement(
+    procs: ProcessGroup,
+    servers: list[Server],
+    hash_name: str,
+    hash_tag: str | None = None,
+    keys: list[bytes] | None = None,
+) -> None:
+    keys = keys if keys is not None else compat_keys()
+    if hash_tag is None:
+        nutcracker = procs.nutcracker([s.nutcracker_line for s in servers], hash_name)
+    else:
+        port = free_port()
+        conf = [
+            "pool:",
+            f"  listen: {LOOPBACK}:{port}",
+            f"  hash: {hash_name}",
+            f"  hash_tag: {json.dumps(hash_tag)}",
+            "  distribution: ketama",
+            "  auto_eject_hosts: false",
+            "  timeout: 2000",
+            "  servers:",
+            *(f"   - {s.nutcracker_line}" for s in servers),
+        ]
+        nutcracker = start_nutcracker(procs, "\n".join(conf) + "\n", port)
     write_through_nutcracker(nutcracker.port, keys)
 
     # Where nutcracker put every key, asked of each memcached directly.
@@ -120,7 +189,8 @@ def assert_same_placement(procs: ProcessGroup, servers: list[Server], hash_name:
     used = {s.expected_header for s in truth.values()}
     assert len(used) == len(servers), "every server should own some of 5,000 keys"
 
-    proxy = procs.proxy([s.url for s in servers], "--hash", hash_name)
+    tag_flags = ["--hash-tag", hash_tag] if hash_tag is not None else []
+    proxy = procs.proxy([s.url for s in servers], "--hash", hash_name, *tag_flags)
     wrong: list[tuple[bytes, str, str]] = []
     by_header = {s.expected_header: s for s in servers}
     routed: dict[str, list[bytes]] = {}
@@ -175,3 +245,14 @@ def test_explicit_server_names(procs: ProcessGroup) -> None:
 def test_twenty_five_equal_servers_get_156_points_each(procs: ProcessGroup) -> None:
     servers = [Server(procs.memcached(memory_mb=8), weight=1, name=None) for _ in range(25)]
     assert_same_placement(procs, servers, "fnv1a_64")
+
+
+@pytest.mark.parametrize("hash_name", ["fnv1a_64", "md5"])
+def test_hash_tag_places_tagged_keys_like_nutcracker(procs: ProcessGroup, hash_name: str) -> None:
+    servers = [
+        Server(procs.memcached(), weight=1, name="tag-a"),
+        Server(procs.memcached(), weight=2, name=None),
+        Server(procs.memcached(), weight=1, name="tag-c"),
+        Server(procs.memcached(), weight=3, name=None),
+    ]
+    assert_same_placement(procs, servers, hash_name, hash_tag="{}", keys=tagged_keys())
