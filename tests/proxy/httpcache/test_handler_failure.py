@@ -9,8 +9,10 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 
 from tests.proxy.httpcache.conftest import start_origin, start_proxy
+from tests.support.origins import selected_kinds
 from tests.support.servers import LOOPBACK, ProcessGroup, memcached_url, redis_url
 
 LOAD_SECONDS = 3.0
@@ -39,12 +41,13 @@ async def load(
     return results
 
 
+@pytest.mark.parametrize("kind", selected_kinds())
 def test_killing_the_cache_servers_under_load_gives_only_origin_200s(
-    procs: ProcessGroup,
+    procs: ProcessGroup, kind: str
 ) -> None:
     seed = random.randrange(2**32)
     print(f"seed={seed}")
-    origin = start_origin(procs)
+    origin = start_origin(procs, kind)
     origin.configure("hot", headers=[["cache-control", "max-age=60"]])
     killed, stopped = procs.memcached(), procs.memcached()
     proxy = start_proxy(procs, [memcached_url(killed), memcached_url(stopped)], origin)
@@ -74,8 +77,9 @@ def test_killing_the_cache_servers_under_load_gives_only_origin_200s(
     assert proxy.process.alive()
 
 
-def test_redis_backend_stores_and_serves_entries(procs: ProcessGroup) -> None:
-    origin = start_origin(procs)
+@pytest.mark.parametrize("kind", selected_kinds())
+def test_redis_backend_stores_and_serves_entries(procs: ProcessGroup, kind: str) -> None:
+    origin = start_origin(procs, kind)
     origin.configure("r", headers=[["cache-control", "max-age=60"]])
     redis = procs.redis()
     proxy = start_proxy(procs, [redis_url(redis, db=3)], origin)
