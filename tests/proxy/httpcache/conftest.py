@@ -32,15 +32,6 @@ from tests.support.servers import (
 PURGE_TOKEN = "purge-secret-token"
 
 
-def start_origin(group: ProcessGroup, kind: str | None = None) -> Origin:
-    """An origin for tests that start their own (not through `stack`): the titlecase
-    one unless $RINGLEADER_TEST_ORIGINS leaves it out, then the first kind named there."""
-    if kind is None:
-        kinds = selected_kinds()
-        kind = "titlecase" if "titlecase" in kinds else kinds[0]
-    return origins.start_origin(group, kind)
-
-
 def start_proxy(group: ProcessGroup, backends: list[str], origin: Origin, *extra: str) -> Proxy:
     return group.proxy(backends, "--origin", origin.url, *extra)
 

@@ -11,8 +11,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.proxy.httpcache.conftest import start_origin, start_proxy
-from tests.support.origins import selected_kinds
+from tests.proxy.httpcache.conftest import start_proxy
+from tests.support.origins import selected_kinds, start_origin
 from tests.support.servers import LOOPBACK, ProcessGroup, memcached_url, redis_url
 
 LOAD_SECONDS = 3.0
