@@ -26,12 +26,32 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from control.commands import (
+    ActivateBackend,
+    AddBackend,
+    Command,
+    CreatePool,
+    DrainBackend,
+    RemoveBackend,
+    Rollback,
+    Stamp,
+    Stamped,
+    command_to_bytes,
+)
 from control.detector import DetectorLoop
 from control.metrics import ControlMetrics
-from control.node import ProposalFailed, RaftNode
+from control.node import NotLeaderError, ProposalFailed, RaftNode
 from control.raft.messages import Message
 from control.raft.types import NodeId, Role
-from control.registry import CommandError, validate_backend_url
+from control.registry import (
+    FailureCode,
+    Outcome,
+    Refusal,
+    Refused,
+    Registry,
+    validate_backend_url,
+    validate_hash,
+)
 from control.transport import FrameError, FrameReader
 from ringleader.token import authorized
 from ringleader.wire import HealthReport, WireError
@@ -43,13 +63,87 @@ MAX_WATCH_SECONDS = 60.0
 # How often a waiting watch re-checks that its node still knows a leader.
 LEADER_CHECK_SECONDS = 0.5
 MAX_BODY_BYTES = 1 << 20
+TOO_LARGE = "request body over 1 MiB"
+# Ids are remembered by every replica's registry; a bound keeps that memory bounded.
+MAX_REQUEST_ID = 128
 FORWARD_TIMEOUT = 10.0
+
+# The HTTP status of each registry refusal: the one place the state machine's failure codes
+# meet HTTP.
+REFUSAL_STATUS: dict[FailureCode, int] = {
+    FailureCode.BAD_COMMAND: 400,
+    FailureCode.BAD_BACKEND: 400,
+    FailureCode.BAD_POOL: 400,
+    FailureCode.BAD_HASH: 400,
+    FailureCode.UNKNOWN_POOL: 404,
+    FailureCode.UNKNOWN_BACKEND: 404,
+    FailureCode.UNKNOWN_EPOCH: 404,
+    FailureCode.DUPLICATE_BACKEND: 409,
+    FailureCode.DUPLICATE_POOL: 409,
+}
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def refused(code: FailureCode, message: str) -> JSONResponse:
+    return error(REFUSAL_STATUS[code], code.value, message)
+
+
+def unavailable(request: Request, code: str, message: str) -> JSONResponse:
+    """A 503 naming the request's id: a write retried with the same id applies at most
+    once, whether or not this attempt took effect."""
+    request_id = _request_id(request)
+    return error(503, code, f"{message}; retry with {REQUEST_ID}: {request_id}")
+
+
+def _request_id(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    def response(self) -> Response:
+        response = error(self.status, self.code, str(self))
+        # An over-long body is left unread; the connection must not be reused after it.
+        return _closing(response) if self.status == 413 else response
+
+
+async def _raw_body(request: Request) -> bytes:
+    """The body, read at most to MAX_BODY_BYTES (a chunked body declares no length)."""
+    cached: bytes | None = getattr(request.state, "body", None)
+    if cached is not None:
+        return cached
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BadRequest(413, "too_large", TOO_LARGE)
+        chunks.append(chunk)
+    request.state.body = raw = b"".join(chunks)
+    return raw
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await _raw_body(request)
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _BadRequest(400, "bad_json", f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _BadRequest(400, "bad_json", "request body must be a JSON object")
+    return body
 
 
 def _closing(response: Response) -> Response:
@@ -63,13 +157,15 @@ def _closing(response: Response) -> Response:
 class ControlAPI:
     def __init__(
         self,
-        node: RaftNode,
+        node: RaftNode[Outcome],
+        registry: Registry,
         peers: dict[NodeId, str],
         token: str,
         metrics: ControlMetrics,
         detector: DetectorLoop,
     ) -> None:
         self._node = node
+        self._registry = registry
         self._detector = detector
         self._peers = peers
         self._token = token
@@ -82,27 +178,33 @@ class ControlAPI:
 
     def app(self) -> Starlette:
         routes = [
-            ("/raft/messages", self.peer_messages, ["POST"]),
-            ("/v1/status", self.status, ["GET"]),
-            ("/v1/pools", self.list_pools, ["GET"]),
-            ("/v1/pools", self.create_pool, ["POST"]),
-            ("/v1/pools/{pool}/backends", self.list_backends, ["GET"]),
-            ("/v1/pools/{pool}/backends", self.add_backend, ["POST"]),
-            ("/v1/pools/{pool}/backends/{name}", self.remove_backend, ["DELETE"]),
-            ("/v1/pools/{pool}/backends/{name}/drain", self.drain_backend, ["POST"]),
-            ("/v1/pools/{pool}/backends/{name}/activate", self.activate_backend, ["POST"]),
-            ("/v1/pools/{pool}/ring", self.ring, ["GET"]),
-            ("/v1/pools/{pool}/rollback", self.rollback, ["POST"]),
-            ("/v1/pools/{pool}/reports", self.health_report, ["POST"]),
-            ("/v1/events", self.events, ["GET"]),
-            ("/metrics", self.metrics, ["GET"]),
-            ("/healthz", self.healthz, ["GET"]),
-            ("/readyz", self.readyz, ["GET"]),
+            ("/raft/messages", self.peer_messages, "POST"),
+            ("/v1/status", self.status, "GET"),
+            ("/v1/pools", self.list_pools, "GET"),
+            ("/v1/pools", self.create_pool, "POST"),
+            ("/v1/pools/{pool}/backends", self.list_backends, "GET"),
+            ("/v1/pools/{pool}/backends", self.add_backend, "POST"),
+            ("/v1/pools/{pool}/backends/{name}", self.remove_backend, "DELETE"),
+            ("/v1/pools/{pool}/backends/{name}/drain", self.drain_backend, "POST"),
+            ("/v1/pools/{pool}/backends/{name}/activate", self.activate_backend, "POST"),
+            ("/v1/pools/{pool}/ring", self.ring, "GET"),
+            ("/v1/pools/{pool}/rollback", self.rollback, "POST"),
+            ("/v1/pools/{pool}/reports", self.health_report, "POST"),
+            ("/v1/events", self.events, "GET"),
+            ("/metrics", self.metrics, "GET"),
+            ("/healthz", self.healthz, "GET"),
+            ("/readyz", self.readyz, "GET"),
         ]
+        # Peer RPC checks its token itself, and streams: its limit is per frame.
+        admitted = [
+            (path, self._admitted(handler) if method != "GET" and path != "/raft/messages"
+             else handler, method)
+            for path, handler, method in routes
+        ]  # fmt: skip
         return Starlette(
             routes=[
-                Route(path, self._counted(path, handler), methods=methods)
-                for path, handler, methods in routes
+                Route(path, self._counted(path, handler), methods=[method])
+                for path, handler, method in admitted
             ],
             exception_handlers={HTTPException: self._http_error},
         )
@@ -115,18 +217,29 @@ class ControlAPI:
             exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}"
         )
         response.headers.update(exc.headers or {})
+        response.headers[REQUEST_ID] = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
         self._metrics.api_requests.labels("unmatched", str(exc.status_code)).inc()
         return response
 
     def _counted(self, template: str, handler: Handler) -> Handler:
+        """`handler`, counted, under the client's request id or one made for it, which the
+        response names in its X-Request-Id header."""
         requests = self._metrics.api_requests
 
         async def endpoint(request: Request) -> Response:
+            request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+            request.state.request_id = request_id
             try:
-                response = await handler(request)
+                if len(request_id) > MAX_REQUEST_ID:
+                    response = _closing(
+                        error(400, "bad_request", f"{REQUEST_ID} over {MAX_REQUEST_ID} characters")
+                    )
+                else:
+                    response = await handler(request)
             except ClientDisconnect:
                 # Nobody is left to answer; 499 only labels the metric, as nginx does.
                 response = Response(status_code=499)
+            response.headers[REQUEST_ID] = request_id[:MAX_REQUEST_ID]
             requests.labels(template, str(response.status_code)).inc()
             return response
 
@@ -193,15 +306,15 @@ class ControlAPI:
             return view()
         try:
             await self._node.read_barrier()
+        except NotLeaderError as exc:
+            return await self._forward(request, exc.leader)
         except ProposalFailed as exc:
-            if exc.reason == "not_leader":
-                return await self._forward(request, exc.leader)
-            return error(503, "unavailable", f"linearizable read failed: {exc}")
+            return unavailable(request, "unavailable", f"linearizable read failed: {exc}")
         return view()
 
     async def list_pools(self, request: Request) -> Response:
         def view() -> Response:
-            pools = self._node.registry.pools.values()
+            pools = self._registry.pools.values()
             return JSONResponse({"pools": [p.ring_document().to_json() for p in pools]})
 
         return await self._read(request, view)
@@ -210,9 +323,9 @@ class ControlAPI:
         pool_name = request.path_params["pool"]
 
         def view() -> Response:
-            pool = self._node.registry.pools.get(pool_name)
+            pool = self._registry.pools.get(pool_name)
             if pool is None:
-                return error(404, "unknown_pool", f"no pool named {pool_name!r}")
+                return refused(FailureCode.UNKNOWN_POOL, f"no pool named {pool_name!r}")
             return JSONResponse(
                 {"pool": pool.name, "epoch": pool.epoch,
                  "backends": [b.as_json() for b in pool.backends.values()]}
@@ -228,7 +341,7 @@ class ControlAPI:
             return error(400, "bad_request", "limit must be a whole number")
 
         def view() -> Response:
-            events = [e.as_json() for e in self._node.registry.events if pool in (None, e.pool)]
+            events = [e.as_json() for e in self._registry.events if pool in (None, e.pool)]
             return JSONResponse({"events": events[-max(1, limit) :]})
 
         return await self._read(request, view)
@@ -237,9 +350,9 @@ class ControlAPI:
         pool_name = request.path_params["pool"]
 
         def view() -> Response:
-            pool = self._node.registry.pools.get(pool_name)
+            pool = self._registry.pools.get(pool_name)
             if pool is None:
-                return error(404, "unknown_pool", f"no pool named {pool_name!r}")
+                return refused(FailureCode.UNKNOWN_POOL, f"no pool named {pool_name!r}")
             return JSONResponse(pool.ring_document().to_json())
 
         wait_epoch = request.query_params.get("wait_epoch")
@@ -255,20 +368,22 @@ class ControlAPI:
         timeout = min(timeout, MAX_WATCH_SECONDS)
 
         def advanced() -> bool:
-            pool = self._node.registry.pools.get(pool_name)
+            pool = self._registry.pools.get(pool_name)
             return pool is None or pool.epoch > after
 
-        if pool_name not in self._node.registry.pools:
+        if pool_name not in self._registry.pools:
             return view()
         self._metrics.watchers.inc()
         try:
-            return await self._watch(advanced, asyncio.get_running_loop().time() + timeout, view)
+            deadline = asyncio.get_running_loop().time() + timeout
+            return await self._watch(request, advanced, deadline, view)
         finally:
             self._metrics.watchers.dec()
 
     async def _watch(
-        self, advanced: Callable[[], bool], deadline: float, view: Callable[[], Response]
-    ) -> Response:
+        self, request: Request, advanced: Callable[[], bool], deadline: float,
+        view: Callable[[], Response],
+    ) -> Response:  # fmt: skip
         """Waits for `advanced()`, but only while this node is caught up with a leader: a
         node cut off from the majority, or just restarted, would otherwise serve an old
         ring while the majority has moved on. Its 503 sends watchers to another node; if
@@ -277,7 +392,7 @@ class ControlAPI:
         while True:
             behind = self._node.catching_up()
             if behind is not None:
-                return error(503, "not_caught_up", f"{behind}; ask another node")
+                return unavailable(request, "not_caught_up", f"{behind}; ask another node")
             if advanced():
                 break
             remaining = deadline - loop.time()
@@ -292,99 +407,106 @@ class ControlAPI:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def _write(self, request: Request, command: dict[str, Any]) -> Response:
-        if not authorized(self._token, request.headers.get("authorization")):
-            self._metrics.unauthorized.inc()
-            return error(401, "unauthorized", "this call needs the cluster token")
-        command.setdefault("request_id", request.headers.get(REQUEST_ID) or uuid.uuid4().hex)
-        command.setdefault("who", request.headers.get(WHO) or "api")
-        command["time"] = time.time()
-        try:
-            result = await self._node.propose(json.dumps(command).encode())
-        except ProposalFailed as exc:
-            if exc.reason == "not_leader":
-                return await self._forward(request, exc.leader, command["request_id"])
-            return error(503, "unavailable", f"{exc}; retry with the same {REQUEST_ID}")
-        if "error" in result:
-            return error(int(result["status"]), str(result["error"]), str(result["message"]))
-        return JSONResponse(result)
+    def _admitted(self, handler: Handler) -> Handler:
+        """`handler` behind the token and the body size limit, both checked before any of the
+        body is read: a refused request costs its headers only. The connection then closes,
+        so its unread body is never read either."""
 
-    async def _body(self, request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise CommandError(413, "too_large", "request body over 1 MiB")
-        if not raw:
-            return {}
+        async def endpoint(request: Request) -> Response:
+            if not authorized(self._token, request.headers.get("authorization")):
+                self._metrics.unauthorized.inc()
+                return _closing(error(401, "unauthorized", "this call needs the cluster token"))
+            length = request.headers.get("content-length", "0")
+            if not length.isdigit():
+                return _closing(error(400, "bad_request", "Content-Length is not a number"))
+            if int(length) > MAX_BODY_BYTES:
+                return _closing(error(413, "too_large", TOO_LARGE))
+            return await handler(request)
+
+        return endpoint
+
+    async def _write(self, request: Request, command: Command, why: str) -> Response:
+        stamp = Stamp(time.time(), request.headers.get(WHO) or "api", why, _request_id(request))
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise CommandError(400, "bad_json", f"request body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise CommandError(400, "bad_json", "request body must be a JSON object")
-        return body
+            outcome = await self._node.propose(command_to_bytes(Stamped(command, stamp)))
+        except NotLeaderError as exc:
+            return await self._forward(request, exc.leader)
+        except ProposalFailed as exc:
+            return unavailable(request, "unavailable", str(exc))
+        if isinstance(outcome, Refused):
+            return refused(outcome.code, outcome.message)
+        return JSONResponse(outcome.to_json())
 
     async def _command(
-        self, request: Request, op: str, build: Callable[[dict[str, Any]], dict[str, Any]]
+        self, request: Request, build: Callable[[dict[str, Any]], Command]
     ) -> Response:
         try:
-            body = await self._body(request)
-            command = {"op": op, "pool": request.path_params.get("pool"), **build(body)}
-        except CommandError as exc:
-            return error(exc.status, exc.code, str(exc))
-        if "why" in body:
-            command["why"] = str(body["why"])
-        return await self._write(request, command)
+            body = await _body(request)
+            command = build(body)
+        except _BadRequest as exc:
+            return exc.response()
+        except Refusal as exc:
+            return refused(exc.code, str(exc))
+        return await self._write(request, command, str(body.get("why", "")))
 
     async def create_pool(self, request: Request) -> Response:
-        def build(body: dict[str, Any]) -> dict[str, Any]:
-            return {"pool": body.get("pool"), "hash": body.get("hash", "fnv1a_64"),
-                    "replicas": body.get("replicas", 1)}  # fmt: skip
+        def build(body: dict[str, Any]) -> Command:
+            name, replicas = body.get("pool"), body.get("replicas", 1)
+            if not isinstance(name, str):
+                raise Refusal(FailureCode.BAD_POOL, "a pool name is letters, digits, - and _")
+            if type(replicas) is not int:
+                raise Refusal(FailureCode.BAD_POOL, "replicas must be a whole number from 1 to 5")
+            return CreatePool(name, validate_hash(body.get("hash", "fnv1a_64")), replicas)
 
-        return await self._command(request, "create_pool", build)
+        return await self._command(request, build)
 
     async def add_backend(self, request: Request) -> Response:
-        def build(body: dict[str, Any]) -> dict[str, Any]:
-            validate_backend_url(body.get("url"))
-            return {"url": body["url"]}
+        pool = request.path_params["pool"]
 
-        return await self._command(request, "add_backend", build)
+        def build(body: dict[str, Any]) -> Command:
+            url = body.get("url")
+            validate_backend_url(url)
+            return AddBackend(pool, str(url))
+
+        return await self._command(request, build)
 
     async def remove_backend(self, request: Request) -> Response:
-        return await self._backend_op(request, "remove_backend")
+        return await self._backend_op(request, RemoveBackend)
 
     async def drain_backend(self, request: Request) -> Response:
-        return await self._backend_op(request, "drain_backend")
+        return await self._backend_op(request, DrainBackend)
 
     async def activate_backend(self, request: Request) -> Response:
-        return await self._backend_op(request, "activate_backend")
+        return await self._backend_op(request, ActivateBackend)
 
-    async def _backend_op(self, request: Request, op: str) -> Response:
-        name = request.path_params["name"]
-        return await self._command(request, op, lambda _: {"backend": name})
+    async def _backend_op(
+        self, request: Request, op: type[RemoveBackend | DrainBackend | ActivateBackend]
+    ) -> Response:
+        command = op(request.path_params["pool"], request.path_params["name"])
+        return await self._command(request, lambda _: command)
 
     async def rollback(self, request: Request) -> Response:
-        def build(body: dict[str, Any]) -> dict[str, Any]:
-            epoch = body.get("epoch")
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-                raise CommandError(400, "bad_request", "epoch must be a whole number")
-            return {"epoch": epoch}
+        pool = request.path_params["pool"]
 
-        return await self._command(request, "rollback", build)
+        def build(body: dict[str, Any]) -> Command:
+            epoch = body.get("epoch")
+            if type(epoch) is not int or epoch < 0:
+                raise _BadRequest(400, "bad_request", "epoch must be a whole number")
+            return Rollback(pool, epoch)
+
+        return await self._command(request, build)
 
     async def health_report(self, request: Request) -> Response:
         """A proxy's view of its backends, for the failure detector on the leader."""
-        if not authorized(self._token, request.headers.get("authorization")):
-            self._metrics.unauthorized.inc()
-            return error(401, "unauthorized", "health reports need the cluster token")
         if self._node.soft_state.role is not Role.LEADER:
             return await self._forward(request, self._node.soft_state.leader)
         pool = request.path_params["pool"]
-        if pool not in self._node.registry.pools:
-            return error(404, "unknown_pool", f"no pool named {pool!r}")
+        if pool not in self._registry.pools:
+            return refused(FailureCode.UNKNOWN_POOL, f"no pool named {pool!r}")
         try:
-            report = HealthReport.from_json(await self._body(request))
-        except CommandError as exc:
-            return error(exc.status, exc.code, str(exc))
+            report = HealthReport.from_json(await _body(request))
+        except _BadRequest as exc:
+            return exc.response()
         except WireError as exc:
             return error(400, "bad_report", str(exc))
         self._detector.report(pool, report)
@@ -392,26 +514,26 @@ class ControlAPI:
 
     # -- forwarding --------------------------------------------------------------------------
 
-    async def _forward(
-        self, request: Request, leader: NodeId | None, request_id: str | None = None
-    ) -> Response:
+    async def _forward(self, request: Request, leader: NodeId | None) -> Response:
         if request.headers.get(FORWARDED) or leader is None or leader not in self._peers:
-            return error(503, "no_leader", "no leader is known; retry shortly")
-        headers = {FORWARDED: "1"}
+            return unavailable(request, "no_leader", "no leader is known; retry shortly")
+        headers = {FORWARDED: "1", REQUEST_ID: _request_id(request)}
         for name in ("authorization", WHO, "content-type"):
             if name in request.headers:
                 headers[name] = request.headers[name]
-        if request_id is not None:
-            headers[REQUEST_ID] = request_id
         url = self._peers[leader] + request.url.path
         if request.url.query:
             url += "?" + request.url.query
         try:
+            content = await _raw_body(request)
+        except _BadRequest as exc:
+            return exc.response()
+        try:
             upstream = await self._forwarder.request(
-                request.method, url, content=await request.body(), headers=headers
+                request.method, url, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
-            return error(503, "no_leader", f"leader {leader} unreachable: {exc!r}"[:300])
+            return unavailable(request, "no_leader", f"leader {leader} unreachable: {exc!r}"[:300])
         return Response(
             upstream.content,
             status_code=upstream.status_code,

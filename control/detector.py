@@ -17,7 +17,6 @@ Rules (docs/invariants.md, invariants 1, 3 and 6):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -25,10 +24,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from control.commands import Health, SetHealth, Stamp, Stamped, command_to_bytes
 from control.metrics import ControlMetrics
 from control.node import ProposalFailed, RaftNode
 from control.raft.types import Role
-from control.registry import AdminState, Health, Pool
+from control.registry import AdminState, Outcome, Pool, Refused, Registry
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendError, ClientSettings, make_client
 from ringleader.wire import Health as Verdict
@@ -176,12 +176,14 @@ class DetectorLoop:
 
     def __init__(
         self,
-        node: RaftNode,
+        node: RaftNode[Outcome],
+        registry: Registry,
         detector: FailureDetector,
         metrics: ControlMetrics,
         flush: Flush = flush_backend,
     ) -> None:
         self._node = node
+        self._registry = registry
         self._detector = detector
         self._metrics = metrics
         self._flush = flush
@@ -214,7 +216,7 @@ class DetectorLoop:
 
     async def _step(self) -> None:
         now = time.monotonic()
-        for pool in list(self._node.registry.pools.values()):
+        for pool in list(self._registry.pools.values()):
             self._metrics.detector_reporters.labels(pool.name).set(
                 len(self._detector.reporters(pool.name, now))
             )
@@ -246,23 +248,26 @@ class DetectorLoop:
                                    "error": str(exc)}},
                 )  # fmt: skip
                 return
-        command = {
-            "op": "set_health", "pool": pool.name, "backend": backend.name,
-            "health": decision.health, "who": "detector", "why": decision.why,
-            "evidence": decision.evidence, "time": time.time(),
-        }  # fmt: skip
+        command = Stamped(
+            SetHealth(pool.name, backend.name, Health(decision.health), decision.evidence),
+            Stamp(time.time(), "detector", decision.why),
+        )
         try:
-            result = await self._node.propose(json.dumps(command).encode())
+            result = await self._node.propose(command_to_bytes(command))
         except ProposalFailed as exc:
             log.warning("decision not committed: %s", exc,
                         extra={"ctx": {"pool": pool.name, "backend": backend.name}})  # fmt: skip
             return
-        if result.get("unchanged"):
+        if isinstance(result, Refused):
+            log.warning("decision refused: %s", result.message,
+                        extra={"ctx": {"pool": pool.name, "backend": backend.name}})  # fmt: skip
+            return
+        if result.unchanged:
             return
         self._metrics.detector_decisions.labels(pool.name, f"mark_{decision.health}").inc()
         log.warning(
             "marked %s %s", backend.name, decision.health,
             extra={"ctx": {"pool": pool.name, "backend": backend.name,
-                           "epoch": result.get("epoch"), "why": decision.why,
+                           "epoch": result.epoch, "why": decision.why,
                            "evidence": decision.evidence}},
         )  # fmt: skip

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from control.disk_thread import DiskThread
 from control.metrics import ControlMetrics
@@ -39,7 +39,6 @@ from control.raft.storage import (
     persist_ready,
 )
 from control.raft.types import EntryKind, NodeId, Role, SoftState
-from control.registry import Registry
 
 log = logging.getLogger("ringleader.raft")
 
@@ -49,12 +48,62 @@ TICK_JITTER = 0.5
 
 
 class ProposalFailed(Exception):
-    """The command's outcome is unknown or it was refused; `reason` is a metric label."""
+    """A proposal or read this node could not carry out; `label` is its metric label."""
 
-    def __init__(self, reason: str, message: str, leader: NodeId | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
+    label = "failed"
+
+
+class NotLeaderError(ProposalFailed):
+    """Not a failure of the cluster: the caller forwards to `leader`, when one is known."""
+
+    label = "not_leader"
+
+    def __init__(self, leader: NodeId | None) -> None:
+        super().__init__("this node is not the leader")
         self.leader = leader
+
+
+class ProposalDropped(ProposalFailed):
+    """Refused before being appended (the core's flow control or a leadership transfer)."""
+
+    label = "dropped"
+
+
+class ProposalTimeout(ProposalFailed):
+    """Not committed, or leadership not confirmed, in time; the outcome is unknown."""
+
+    label = "timeout"
+
+
+class LeadershipLost(ProposalFailed):
+    """This node stopped leading before the proposal or read completed here."""
+
+    label = "lost_leadership"
+
+
+R_co = TypeVar("R_co", covariant=True)
+R = TypeVar("R")
+
+
+class StateMachine(Protocol[R_co]):
+    """What the driver applies committed entries to (control.registry.Registry)."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def apply(self, index: int, data: bytes) -> R_co:
+        """Applies the command committed at `index`, which follows `applied_index`."""
+        ...
+
+    def skip(self, index: int) -> None:
+        """Moves past an entry at `index` that carries no command."""
+        ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None:
+        """Replaces the whole state with the output of `snapshot`."""
+        ...
 
 
 class Fdatasync(Protocol):
@@ -64,16 +113,17 @@ class Fdatasync(Protocol):
 
 
 @dataclass(slots=True)
-class _Proposal:
+class _Proposal(Generic[R]):
     term: int
-    future: asyncio.Future[dict[str, Any]]
+    future: asyncio.Future[R]
 
 
-class RaftNode:
+class RaftNode(Generic[R]):
     def __init__(
         self,
         config: RaftConfig,
         storage: Storage,
+        machine: StateMachine[R],
         send: Callable[[tuple[Message, ...]], None],
         metrics: ControlMetrics,
         rng: random.Random | None = None,
@@ -85,12 +135,12 @@ class RaftNode:
         self._send = send
         self._metrics = metrics
         state = load_state(storage)
-        self.registry = (
-            Registry.restore(state.snapshot.data) if state.snapshot is not None else Registry()
-        )
+        self._machine = machine
+        if state.snapshot is not None:
+            machine.restore(state.snapshot.data)
         self._rng = rng or random.Random()
         self.core = RaftCore(config, self._rng, state)
-        self._proposals: dict[int, _Proposal] = {}
+        self._proposals: dict[int, _Proposal[R]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count()
         self._applied = asyncio.Event()
@@ -147,24 +197,23 @@ class RaftNode:
         if self._writing:
             self._send(self.core.take_messages())
 
-    async def propose(self, command: bytes) -> dict[str, Any]:
-        """Replicates `command` and returns the registry's result once applied here."""
+    async def propose(self, command: bytes) -> R:
+        """Replicates `command` and returns the state machine's result once applied here."""
         try:
             index = self.core.propose(command)
         except NotLeader as exc:
-            # Not a failure: the API forwards the command to the leader.
-            raise ProposalFailed("not_leader", "this node is not the leader", exc.leader) from None
+            raise NotLeaderError(exc.leader) from None
         except RequestDropped as exc:
-            self._metrics.proposals_failed.labels("dropped").inc()
-            raise ProposalFailed("dropped", str(exc)) from None
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._metrics.proposals_failed.labels(ProposalDropped.label).inc()
+            raise ProposalDropped(str(exc)) from None
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._proposals[index] = _Proposal(self.core.term, future)
         self._drive()
         try:
             return await asyncio.wait_for(asyncio.shield(future), PROPOSAL_TIMEOUT)
         except TimeoutError:
-            self._metrics.proposals_failed.labels("timeout").inc()
-            raise ProposalFailed("timeout", "not committed in time; outcome unknown") from None
+            self._metrics.proposals_failed.labels(ProposalTimeout.label).inc()
+            raise ProposalTimeout("not committed in time; outcome unknown") from None
         finally:
             self._proposals.pop(index, None)
 
@@ -174,9 +223,9 @@ class RaftNode:
         try:
             self.core.read_index(ctx)
         except NotLeader as exc:
-            raise ProposalFailed("not_leader", "this node is not the leader", exc.leader) from None
+            raise NotLeaderError(exc.leader) from None
         except RequestDropped as exc:
-            raise ProposalFailed("dropped", str(exc)) from None
+            raise ProposalDropped(str(exc)) from None
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads[ctx] = future
         self._drive()
@@ -184,12 +233,12 @@ class RaftNode:
             async with asyncio.timeout(READ_TIMEOUT):
                 await self.wait_applied(await future)
         except TimeoutError:
-            raise ProposalFailed("timeout", "leadership not confirmed in time") from None
+            raise ProposalTimeout("leadership not confirmed in time") from None
         finally:
             self._reads.pop(ctx, None)
 
     async def wait_applied(self, index: int) -> None:
-        await self.wait_for_change(lambda: self.registry.applied_index >= index)
+        await self.wait_for_change(lambda: self._machine.applied_index >= index)
 
     async def wait_for_change(self, predicate: Callable[[], bool]) -> None:
         """Returns once `predicate()` holds, checking after every apply."""
@@ -233,27 +282,30 @@ class RaftNode:
         self._apply(rd)
 
     def _apply(self, rd: Ready) -> None:
-        applied_before = self.registry.applied_index
+        applied_before = self._machine.applied_index
         started = time.perf_counter()
-        if rd.snapshot is not None and rd.snapshot.index > self.registry.applied_index:
-            self.registry = Registry.restore(rd.snapshot.data)
+        if rd.snapshot is not None and rd.snapshot.index > self._machine.applied_index:
+            self._machine.restore(rd.snapshot.data)
             log.info("installed snapshot", extra={"ctx": {"index": rd.snapshot.index}})
         for entry in rd.committed_entries:
-            if entry.index <= self.registry.applied_index:
+            if entry.index <= self._machine.applied_index:
                 continue
-            if entry.kind is EntryKind.NORMAL:
-                result = self.registry.apply(entry.index, entry.data)
-            else:
-                self.registry.applied_index = entry.index
-                result = {"ok": True}
             proposal = self._proposals.get(entry.index)
-            if proposal is not None and not proposal.future.done():
-                if proposal.term == entry.term:
-                    proposal.future.set_result(result)
-                else:
-                    proposal.future.set_exception(
-                        ProposalFailed("lost", "overwritten by a new leader; not applied")
-                    )
+            if proposal is not None and proposal.future.done():
+                proposal = None
+            if entry.kind is not EntryKind.NORMAL:
+                self._machine.skip(entry.index)
+            elif proposal is not None and proposal.term == entry.term:
+                proposal.future.set_result(self._machine.apply(entry.index, entry.data))
+                continue
+            else:
+                self._machine.apply(entry.index, entry.data)
+            # A proposal's own entry has its term, and is never a no-op: this entry is a new
+            # leader's, written over it.
+            if proposal is not None:
+                proposal.future.set_exception(
+                    LeadershipLost("overwritten by a new leader; not applied")
+                )
         if rd.committed_entries:
             self._metrics.apply_duration.observe(time.perf_counter() - started)
         self.core.advance(rd)
@@ -262,8 +314,8 @@ class RaftNode:
             if future is not None and not future.done():
                 future.set_result(read.index)
         self._on_soft_state(rd.soft_state)
-        if self.registry.applied_index != applied_before:
-            self._metrics.applied_index.set(self.registry.applied_index)
+        if self._machine.applied_index != applied_before:
+            self._metrics.applied_index.set(self._machine.applied_index)
             # Waiters hold the old event, which wakes them all; later waiters get a new one.
             self._applied.set()
             self._applied = asyncio.Event()
@@ -348,19 +400,19 @@ class RaftNode:
             # Whatever this node accepted as leader may now never complete here.
             for proposal in self._proposals.values():
                 if not proposal.future.done():
-                    self._metrics.proposals_failed.labels("lost_leadership").inc()
+                    self._metrics.proposals_failed.labels(LeadershipLost.label).inc()
                     proposal.future.set_exception(
-                        ProposalFailed("lost_leadership", "leadership lost; outcome unknown")
+                        LeadershipLost("leadership lost; outcome unknown")
                     )
             for future in self._reads.values():
                 if not future.done():
-                    future.set_exception(ProposalFailed("lost_leadership", "leadership lost"))
+                    future.set_exception(LeadershipLost("leadership lost"))
 
     def _compact(self) -> None:
-        index = self.registry.applied_index
+        index = self._machine.applied_index
         if index <= (self.core.snapshot.index if self.core.snapshot else 0):
             return
-        compaction = self.core.compact(index, self.registry.snapshot())
+        compaction = self.core.compact(index, self._machine.snapshot())
         self._write(
             functools.partial(persist_compaction, self._storage, compaction),
             lambda _: log.info("compacted log", extra={"ctx": {"snapshot_index": index}}),
@@ -380,7 +432,7 @@ class RaftNode:
         core = self.core
         if core.leader is None:
             return "no known leader"
-        applied = self.registry.applied_index
+        applied = self._machine.applied_index
         if core.term_at(applied) != core.term:
             return f"applied index {applied} is from before term {core.term}; catching up"
         return None
@@ -397,6 +449,6 @@ class RaftNode:
             "term": soft.term,
             "leader": soft.leader,
             "commit_index": self.core.commit_index,
-            "applied_index": self.registry.applied_index,
+            "applied_index": self._machine.applied_index,
             "last_index": self.core.last_index,
         }

@@ -16,15 +16,32 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from control.commands import (
+    DEFAULT_POOL,
+    ActivateBackend,
+    AddBackend,
+    Command,
+    CommandCodecError,
+    CreatePool,
+    DrainBackend,
+    Health,
+    JSONValue,
+    Noop,
+    RemoveBackend,
+    Rollback,
+    SetHealth,
+    Stamp,
+    command_from_bytes,
+)
 from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
 from ringleader.ring.hashes import KEY_HASHES
 from ringleader.wire import ActiveMember, RingDocument, RingMember
 
-DEFAULT_POOL = "default"
 EVENT_HISTORY = 1000
 RING_HISTORY = 256
 REQUEST_ID_MEMORY = 10_000
-SNAPSHOT_FORMAT = 1
+# Format 1 also cached each refusal's HTTP status; format 2 does not.
+SNAPSHOT_FORMAT = 2
 
 
 class AdminState(StrEnum):
@@ -33,18 +50,62 @@ class AdminState(StrEnum):
     REMOVED = "removed"
 
 
-class Health(StrEnum):
-    UP = "up"
-    DOWN = "down"
+class FailureCode(StrEnum):
+    """Why the registry refused a command. The values are part of the API and snapshots."""
+
+    BAD_COMMAND = "bad_command"
+    BAD_BACKEND = "bad_backend"
+    BAD_POOL = "bad_pool"
+    BAD_HASH = "bad_hash"
+    UNKNOWN_POOL = "unknown_pool"
+    UNKNOWN_BACKEND = "unknown_backend"
+    UNKNOWN_EPOCH = "unknown_epoch"
+    DUPLICATE_BACKEND = "duplicate_backend"
+    DUPLICATE_POOL = "duplicate_pool"
 
 
-class CommandError(ValueError):
-    """A command the registry refuses; `status` is the HTTP status the API answers with."""
+class Refusal(ValueError):
+    """A command the registry refuses; it becomes the command's `Refused` outcome."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, code: FailureCode, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A command that took effect, or changed nothing because its effect was there already
+    (`unchanged`). `epoch` is its pool's epoch after it; None for a no-op."""
+
+    epoch: int | None = None
+    unchanged: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": True}
+        if self.epoch is not None:
+            out["epoch"] = self.epoch
+        if self.unchanged:
+            out["unchanged"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    code: FailureCode
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code.value, "message": self.message}
+
+
+Outcome = Applied | Refused
+
+
+def outcome_from_json(raw: dict[str, Any]) -> Outcome:
+    """Parses `to_json` output; a format 1 snapshot's `status` is dropped."""
+    if "error" in raw:
+        return Refused(FailureCode(raw["error"]), raw["message"])
+    return Applied(raw.get("epoch"), raw.get("unchanged", False))
 
 
 @dataclass(slots=True)
@@ -125,164 +186,160 @@ _EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
 
 class Registry:
+    """Implements control.node.StateMachine."""
+
     def __init__(self) -> None:
         self.pools: dict[str, Pool] = {DEFAULT_POOL: Pool(DEFAULT_POOL)}
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self.applied_index = 0
-        # request id -> result, so a retried command applies once.
-        self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # request id -> outcome, so a retried command applies once.
+        self._results: OrderedDict[str, Outcome] = OrderedDict()
 
     # -- applying -------------------------------------------------------------------------
 
-    def apply(self, index: int, data: bytes) -> dict[str, Any]:
-        """Applies the command committed at `index` and returns its result.
+    def apply(self, index: int, data: bytes) -> Outcome:
+        """Applies the command committed at `index` and returns its outcome.
 
-        A refused command changes nothing and returns `{"error": ..., "status": ...}`; the
-        refusal is itself deterministic, so every replica refuses it too.
+        A refused command changes nothing; the refusal is itself deterministic, so every
+        replica refuses it too.
         """
+        self.skip(index)
+        try:
+            stamped = command_from_bytes(data)
+        except CommandCodecError as exc:
+            return Refused(FailureCode.BAD_COMMAND, str(exc))
+        request_id = stamped.stamp.request_id
+        if request_id is not None and request_id in self._results:
+            return self._results[request_id]
+        try:
+            outcome: Outcome = self._apply(index, stamped.command, stamped.stamp)
+        except Refusal as exc:
+            outcome = Refused(exc.code, str(exc))
+        if request_id is not None:
+            self._results[request_id] = outcome
+            while len(self._results) > REQUEST_ID_MEMORY:
+                self._results.popitem(last=False)
+        return outcome
+
+    def skip(self, index: int) -> None:
+        """Moves past the entry at `index`, which carries no command."""
         if index <= self.applied_index:
             raise ValueError(f"entry {index} applied twice (applied {self.applied_index})")
         self.applied_index = index
-        try:
-            command = json.loads(data)
-            if not isinstance(command, dict):
-                raise CommandError(400, "bad_command", "a command is a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _error(CommandError(400, "bad_command", f"undecodable command: {exc}"))
-        request_id = command.get("request_id")
-        if isinstance(request_id, str) and request_id in self._results:
-            return self._results[request_id]
-        try:
-            result = self._apply(index, command)
-        except CommandError as exc:
-            result = _error(exc)
-        if isinstance(request_id, str):
-            self._results[request_id] = result
-            while len(self._results) > REQUEST_ID_MEMORY:
-                self._results.popitem(last=False)
-        return result
 
-    def _apply(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        op = c.get("op")
-        handler = _HANDLERS.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise CommandError(400, "bad_command", f"unknown command {op!r}")
-        return handler(self, index, c)
+    def _apply(self, index: int, command: Command, stamp: Stamp) -> Applied:
+        match command:
+            case AddBackend():
+                return self._add_backend(index, command, stamp)
+            case RemoveBackend():
+                return self._set_admin(index, command, stamp, AdminState.REMOVED, "remove")
+            case DrainBackend():
+                return self._set_admin(index, command, stamp, AdminState.DRAINING, "drain")
+            case ActivateBackend():
+                return self._set_admin(index, command, stamp, AdminState.ACTIVE, "activate")
+            case SetHealth():
+                return self._set_health(index, command, stamp)
+            case Rollback():
+                return self._rollback(index, command, stamp)
+            case CreatePool():
+                return self._create_pool(index, command, stamp)
+            case Noop():
+                return Applied()
 
-    def _pool(self, c: dict[str, Any]) -> Pool:
-        name = c.get("pool", DEFAULT_POOL)
-        pool = self.pools.get(name) if isinstance(name, str) else None
+    def _pool(self, name: str) -> Pool:
+        pool = self.pools.get(name)
         if pool is None:
-            raise CommandError(404, "unknown_pool", f"no pool named {name!r}")
+            raise Refusal(FailureCode.UNKNOWN_POOL, f"no pool named {name!r}")
         return pool
 
-    def _backend(self, pool: Pool, c: dict[str, Any]) -> Backend:
-        name = c.get("backend")
-        backend = pool.backends.get(name) if isinstance(name, str) else None
+    def _backend(self, pool: Pool, name: str) -> Backend:
+        backend = pool.backends.get(name)
         if backend is None or backend.admin is AdminState.REMOVED:
-            raise CommandError(
-                404, "unknown_backend", f"pool {pool.name!r} has no backend {name!r}"
+            raise Refusal(
+                FailureCode.UNKNOWN_BACKEND, f"pool {pool.name!r} has no backend {name!r}"
             )
         return backend
 
     def _ring_changed(
-        self, index: int, pool: Pool, c: dict[str, Any], kind: str, backend: str | None
-    ) -> dict[str, Any]:
+        self, index: int, pool: Pool, stamp: Stamp, kind: str, backend: str | None,
+        evidence: JSONValue = None,
+    ) -> Applied:  # fmt: skip
         pool.epoch = index
         pool.rings[index] = [(b.name, b.url, b.weight) for b in pool.members()]
         while len(pool.rings) > RING_HISTORY:
             pool.rings.popitem(last=False)
-        self._record(index, pool, c, kind, backend)
-        return {"ok": True, "epoch": pool.epoch}
+        self._record(index, pool, stamp, kind, backend, evidence)
+        return Applied(pool.epoch)
 
     def _record(
-        self, index: int, pool: Pool, c: dict[str, Any], kind: str, backend: str | None
-    ) -> None:
+        self, index: int, pool: Pool, stamp: Stamp, kind: str, backend: str | None,
+        evidence: JSONValue = None,
+    ) -> None:  # fmt: skip
         self.events.append(
             Event(
-                index=index,
-                epoch=pool.epoch,
-                time=float(c.get("time", 0.0)),
-                pool=pool.name,
-                kind=kind,
-                backend=backend,
-                who=str(c.get("who", "unknown")),
-                why=str(c.get("why", "")),
-                evidence=c.get("evidence"),
+                index=index, epoch=pool.epoch, time=stamp.time, pool=pool.name, kind=kind,
+                backend=backend, who=stamp.who, why=stamp.why, evidence=evidence,
             )
-        )
+        )  # fmt: skip
 
-    def add_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        pool = self._pool(c)
-        spec = validate_backend_url(c.get("url"))
+    def _add_backend(self, index: int, c: AddBackend, stamp: Stamp) -> Applied:
+        pool = self._pool(c.pool)
+        spec = validate_backend_url(c.url)
         existing = pool.backends.get(spec.name)
         if existing is not None and existing.admin is not AdminState.REMOVED:
             if existing.url == spec.url:
                 # Idempotent: registering the same backend twice is not an error.
-                return {"ok": True, "epoch": pool.epoch, "unchanged": True}
-            raise CommandError(409, "duplicate_backend", f"pool {pool.name!r} already has a "
-                               f"backend named {spec.name!r} ({existing.url})")  # fmt: skip
+                return Applied(pool.epoch, unchanged=True)
+            raise Refusal(FailureCode.DUPLICATE_BACKEND, f"pool {pool.name!r} already has a "
+                          f"backend named {spec.name!r} ({existing.url})")  # fmt: skip
         pool.backends.pop(spec.name, None)  # a re-added backend goes to the end, as new
         pool.backends[spec.name] = Backend(
-            spec.name, spec.url, spec.weight, health_since=float(c.get("time", 0.0))
+            spec.name, spec.url, spec.weight, health_since=stamp.time
         )
-        return self._ring_changed(index, pool, c, "add", spec.name)
-
-    def remove_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        return self._set_admin(index, c, AdminState.REMOVED, "remove")
-
-    def drain_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        return self._set_admin(index, c, AdminState.DRAINING, "drain")
-
-    def activate_backend(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        return self._set_admin(index, c, AdminState.ACTIVE, "activate")
+        return self._ring_changed(index, pool, stamp, "add", spec.name)
 
     def _set_admin(
-        self, index: int, c: dict[str, Any], admin: AdminState, kind: str
-    ) -> dict[str, Any]:
-        pool = self._pool(c)
-        backend = self._backend(pool, c)
+        self, index: int, c: RemoveBackend | DrainBackend | ActivateBackend, stamp: Stamp,
+        admin: AdminState, kind: str,
+    ) -> Applied:  # fmt: skip
+        pool = self._pool(c.pool)
+        backend = self._backend(pool, c.backend)
         if backend.admin is admin:
-            return {"ok": True, "epoch": pool.epoch, "unchanged": True}
+            return Applied(pool.epoch, unchanged=True)
         was_member = backend.in_ring
         backend.admin = admin
-        return self._changed(index, pool, c, kind, backend, was_member)
+        return self._changed(index, pool, stamp, kind, backend, was_member)
 
-    def set_health(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        pool = self._pool(c)
-        backend = self._backend(pool, c)
-        try:
-            health = Health(str(c.get("health")))
-        except ValueError:
-            raise CommandError(400, "bad_command", "health must be 'up' or 'down'") from None
-        if backend.health is health:
-            return {"ok": True, "epoch": pool.epoch, "unchanged": True}
+    def _set_health(self, index: int, c: SetHealth, stamp: Stamp) -> Applied:
+        pool = self._pool(c.pool)
+        backend = self._backend(pool, c.backend)
+        if backend.health is c.health:
+            return Applied(pool.epoch, unchanged=True)
         was_member = backend.in_ring
-        backend.health = health
-        backend.health_since = float(c.get("time", 0.0))
-        backend.health_reason = str(c.get("why", ""))
-        kind = "mark_up" if health is Health.UP else "mark_down"
-        return self._changed(index, pool, c, kind, backend, was_member)
+        backend.health = c.health
+        backend.health_since = stamp.time
+        backend.health_reason = stamp.why
+        kind = "mark_up" if c.health is Health.UP else "mark_down"
+        return self._changed(index, pool, stamp, kind, backend, was_member, c.evidence)
 
     def _changed(
-        self, index: int, pool: Pool, c: dict[str, Any], kind: str, backend: Backend,
-        was_member: bool,
-    ) -> dict[str, Any]:  # fmt: skip
+        self, index: int, pool: Pool, stamp: Stamp, kind: str, backend: Backend,
+        was_member: bool, evidence: JSONValue = None,
+    ) -> Applied:  # fmt: skip
         """Records the change; a new epoch only if ring membership actually changed."""
         if was_member == backend.in_ring:
-            self._record(index, pool, c, kind, backend.name)
-            return {"ok": True, "epoch": pool.epoch}
-        return self._ring_changed(index, pool, c, kind, backend.name)
+            self._record(index, pool, stamp, kind, backend.name, evidence)
+            return Applied(pool.epoch)
+        return self._ring_changed(index, pool, stamp, kind, backend.name, evidence)
 
-    def rollback(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        pool = self._pool(c)
-        target = c.get("epoch")
-        if not isinstance(target, int) or target not in pool.rings:
+    def _rollback(self, index: int, c: Rollback, stamp: Stamp) -> Applied:
+        pool = self._pool(c.pool)
+        target = c.epoch
+        if target not in pool.rings:
             known = ", ".join(str(e) for e in pool.rings) or "none"
-            raise CommandError(404, "unknown_epoch", f"pool {pool.name!r} has no ring at epoch "
-                               f"{target!r}; known epochs: {known}")  # fmt: skip
+            raise Refusal(FailureCode.UNKNOWN_EPOCH, f"pool {pool.name!r} has no ring at "
+                          f"epoch {target!r}; known epochs: {known}")  # fmt: skip
         members = {name: (url, weight) for name, url, weight in pool.rings[target]}
-        time = float(c.get("time", 0.0))
         for name, (url, weight) in members.items():
             backend = pool.backends.get(name)
             if backend is None or backend.url != url:
@@ -291,7 +348,7 @@ class Registry:
             backend.weight = weight
             if backend.health is not Health.UP:
                 backend.health = Health.UP
-                backend.health_since = time
+                backend.health_since = stamp.time
                 backend.health_reason = f"rollback to epoch {target}"
         for backend in pool.backends.values():
             if backend.name not in members and backend.admin is AdminState.ACTIVE:
@@ -300,31 +357,22 @@ class Registry:
         order = [name for name, _, _ in pool.rings[target]]
         rest = [n for n in pool.backends if n not in members]
         pool.backends = {n: pool.backends[n] for n in [*order, *rest]}
-        return self._ring_changed(index, pool, {**c, "evidence": {"epoch": target}},
-                                  "rollback", None)  # fmt: skip
+        return self._ring_changed(index, pool, stamp, "rollback", None, {"epoch": target})
 
-    def create_pool(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        name = c.get("pool")
-        if (
-            not isinstance(name, str)
-            or not name
-            or not name.replace("-", "").replace("_", "").isalnum()
-        ):
-            raise CommandError(400, "bad_pool", "a pool name is letters, digits, - and _")
-        hash_name = validate_hash(c.get("hash", "fnv1a_64"))
-        replicas = c.get("replicas", 1)
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
-            raise CommandError(400, "bad_pool", "replicas must be a whole number from 1 to 5")
+    def _create_pool(self, index: int, c: CreatePool, stamp: Stamp) -> Applied:
+        name = c.pool
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise Refusal(FailureCode.BAD_POOL, "a pool name is letters, digits, - and _")
+        hash_name = validate_hash(c.hash)
+        if not 1 <= c.replicas <= 5:
+            raise Refusal(FailureCode.BAD_POOL, "replicas must be a whole number from 1 to 5")
         existing = self.pools.get(name)
         if existing is not None:
-            if (existing.hash, existing.replicas) == (hash_name, replicas):
-                return {"ok": True, "epoch": existing.epoch, "unchanged": True}
-            raise CommandError(409, "duplicate_pool", f"pool {name!r} exists with other settings")
-        pool = self.pools[name] = Pool(name, hash_name, replicas=replicas)
-        return self._ring_changed(index, pool, c, "create_pool", None)
-
-    def noop(self, index: int, c: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True}
+            if (existing.hash, existing.replicas) == (hash_name, c.replicas):
+                return Applied(existing.epoch, unchanged=True)
+            raise Refusal(FailureCode.DUPLICATE_POOL, f"pool {name!r} exists with other settings")
+        pool = self.pools[name] = Pool(name, hash_name, replicas=c.replicas)
+        return self._ring_changed(index, pool, stamp, "create_pool", None)
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -343,15 +391,21 @@ class Registry:
                     for name, p in self.pools.items()
                 },
                 "events": [e.as_json() for e in self.events],
-                "results": list(self._results.items()),
+                "results": [[k, v.to_json()] for k, v in self._results.items()],
             },
             separators=(",", ":"),
         ).encode()  # fmt: skip
 
+    def restore(self, data: bytes) -> None:
+        """Replaces this registry's state with the snapshot's."""
+        other = Registry.from_snapshot(data)
+        self.pools, self.events = other.pools, other.events
+        self.applied_index, self._results = other.applied_index, other._results
+
     @classmethod
-    def restore(cls, data: bytes) -> Registry:
+    def from_snapshot(cls, data: bytes) -> Registry:
         raw = json.loads(data)
-        if raw.get("format") != SNAPSHOT_FORMAT:
+        if raw.get("format") not in (1, SNAPSHOT_FORMAT):
             raise ValueError(f"registry snapshot format {raw.get('format')!r} is not supported")
         registry = cls()
         registry.applied_index = raw["applied_index"]
@@ -366,36 +420,20 @@ class Registry:
             pool.rings = OrderedDict((e, [(n, u, w) for n, u, w in m]) for e, m in p["rings"])
             registry.pools[name] = pool
         registry.events = deque((Event(**e) for e in raw["events"]), maxlen=EVENT_HISTORY)
-        registry._results = OrderedDict((k, v) for k, v in raw["results"])
+        registry._results = OrderedDict((k, outcome_from_json(v)) for k, v in raw["results"])
         return registry
 
 
-def validate_backend_url(url: Any) -> BackendSpec:
+def validate_backend_url(url: object) -> BackendSpec:
     if not isinstance(url, str):
-        raise CommandError(400, "bad_backend", "a backend needs a url string")
+        raise Refusal(FailureCode.BAD_BACKEND, "a backend needs a url string")
     try:
         return parse_backend_url(url)
     except BackendURLError as exc:
-        raise CommandError(400, "bad_backend", str(exc)) from None
+        raise Refusal(FailureCode.BAD_BACKEND, str(exc)) from None
 
 
-def validate_hash(name: Any) -> str:
+def validate_hash(name: object) -> str:
     if not isinstance(name, str) or name not in KEY_HASHES:
-        raise CommandError(400, "bad_hash", f"hash must be one of {', '.join(KEY_HASHES)}")
+        raise Refusal(FailureCode.BAD_HASH, f"hash must be one of {', '.join(KEY_HASHES)}")
     return name
-
-
-def _error(exc: CommandError) -> dict[str, Any]:
-    return {"error": exc.code, "message": str(exc), "status": exc.status}
-
-
-_HANDLERS = {
-    "add_backend": Registry.add_backend,
-    "remove_backend": Registry.remove_backend,
-    "drain_backend": Registry.drain_backend,
-    "activate_backend": Registry.activate_backend,
-    "set_health": Registry.set_health,
-    "rollback": Registry.rollback,
-    "create_pool": Registry.create_pool,
-    "noop": Registry.noop,
-}

@@ -20,6 +20,7 @@ from control.raft.config import RaftConfig
 from control.raft.diskstore import DiskStorage
 from control.raft.errors import StorageError
 from control.raft.types import NodeId
+from control.registry import Registry
 from control.transport import HttpTransport, PeerAddress
 from ringleader import jsonlog
 from ringleader.address import Address, bind, parse_address
@@ -150,12 +151,13 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
     others = {i: u for i, u in config.peers.items() if i != config.node_id}
     transport = HttpTransport(others, config.token, metrics)
     fdatasync = open_aio_sync(config.data_dir)
+    registry = Registry()
     node = RaftNode(
         RaftConfig(node_id=config.node_id, peers=tuple(sorted(config.peers))),
-        storage, transport.send, metrics, fdatasync=fdatasync,
+        storage, registry, transport.send, metrics, fdatasync=fdatasync,
     )  # fmt: skip
-    detector = DetectorLoop(node, FailureDetector(config.detector), metrics)
-    api = ControlAPI(node, config.peers, config.token, metrics, detector)
+    detector = DetectorLoop(node, registry, FailureDetector(config.detector), metrics)
+    api = ControlAPI(node, registry, config.peers, config.token, metrics, detector)
     server = EmbeddedServer(
         uvicorn.Config(
             api.app(),
@@ -187,7 +189,7 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         "control node listening",
         extra={"ctx": {"id": config.node_id, "listen": str(config.listen),
                        "peers": config.peers, "data_dir": config.data_dir,
-                       "applied_index": node.registry.applied_index}},
+                       "applied_index": registry.applied_index}},
     )  # fmt: skip
     try:
         await server.serve(sockets=[sock])

@@ -7,6 +7,7 @@ RPC need the cluster token; a request id makes a retried write apply once.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -440,3 +441,88 @@ def test_events_record_who_and_why(cluster: ControlCluster) -> None:
     assert mine[0]["why"] == "capacity for the sale"
     assert mine[0]["epoch"] == r.json()["epoch"]
     assert len(events["events"]) <= 5
+
+
+# -- refusing before the body ----------------------------------------------------------------------
+
+HUGE = 100 << 20
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "authorized", "status"),
+    [
+        ("POST", BACKENDS, False, 401),
+        ("POST", BACKENDS, True, 413),
+        ("DELETE", BACKENDS + "/x", False, 401),
+        ("POST", "/v1/pools", True, 413),
+        ("POST", "/v1/pools/default/reports", False, 401),
+        ("POST", "/v1/pools/default/rollback", True, 413),
+        ("POST", "/raft/messages", False, 401),
+    ],
+)
+def test_a_huge_body_is_refused_before_it_is_read(
+    cluster: ControlCluster, method: str, path: str, authorized: bool, status: int
+) -> None:
+    _, followers = roles(cluster)
+    url = httpx.URL(cluster.url(followers[0]))
+    auth = f"authorization: Bearer {cluster.token}\r\n" if authorized else ""
+    head = (f"{method} {path} HTTP/1.1\r\nhost: {url.host}\r\ncontent-type: application/json\r\n"
+            f"{auth}content-length: {HUGE}\r\n\r\n")  # fmt: skip
+    assert url.port is not None
+    with socket.create_connection((url.host, url.port), timeout=5) as sock:
+        # A few bytes of the promised 100 MB, and no more: an answer proves none was awaited.
+        sock.sendall(head.encode() + b'{"url": "')
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert waited < 2.0
+
+
+# -- request ids -----------------------------------------------------------------------------------
+
+
+def test_every_answer_names_its_request_id(cluster: ControlCluster) -> None:
+    leader, followers = roles(cluster)
+    made = cluster.http.get(cluster.url(followers[0]) + "/v1/status")
+    assert len(made.headers["x-request-id"]) >= 16
+    again = cluster.http.get(cluster.url(followers[0]) + "/v1/status")
+    assert again.headers["x-request-id"] != made.headers["x-request-id"]
+    given = cluster.http.get(cluster.url(leader) + "/v1/pools", headers={"x-request-id": "abc-1"})
+    assert given.headers["x-request-id"] == "abc-1"
+    name = unique("ided")
+    write = cluster.http.post(cluster.url(followers[0]) + BACKENDS, json={"url": backend_url(name)},
+                              headers={"authorization": f"Bearer {cluster.token}"})  # fmt: skip
+    assert write.status_code == 200, write.text
+    assert write.headers["x-request-id"]
+    refused = cluster.http.post(cluster.url(leader) + BACKENDS, json={"url": 5},
+                                headers={"x-request-id": "given-2"})  # fmt: skip
+    assert (refused.status_code, refused.headers["x-request-id"]) == (401, "given-2")
+    unmatched = cluster.http.get(cluster.url(leader) + "/v1/nothing", headers={"x-request-id": "q"})
+    assert (unmatched.status_code, unmatched.headers["x-request-id"]) == (404, "q")
+
+
+def test_a_503_names_the_id_that_makes_its_retry_apply_once(cluster: ControlCluster) -> None:
+    leader, followers = roles(cluster)
+    name = unique("rolled")
+    added = cluster.write(leader, "POST", BACKENDS, {"url": backend_url(name)})
+    assert added.status_code == 200, added.text
+    epoch = added.json()["epoch"]
+    # A request marked as forwarded that reaches a follower cannot go on: a 503.
+    headers = {"authorization": f"Bearer {cluster.token}", "x-ringleader-forwarded": "1"}
+    failed = cluster.http.post(cluster.url(followers[0]) + "/v1/pools/default/rollback",
+                               json={"epoch": epoch}, headers=headers)  # fmt: skip
+    assert failed.status_code == 503, failed.text
+    request_id = failed.headers["x-request-id"]
+    assert request_id in failed.json()["message"]
+    first = cluster.write(leader, "POST", "/v1/pools/default/rollback", {"epoch": epoch},
+                          request_id)  # fmt: skip
+    assert first.status_code == 200, first.text
+    assert first.headers["x-request-id"] == request_id
+    retried = cluster.write(followers[1], "POST", "/v1/pools/default/rollback",
+                            {"epoch": epoch}, request_id)  # fmt: skip
+    assert retried.json() == first.json()
+    after = cluster.http.get(cluster.url(leader) + BACKENDS).json()
+    assert after["epoch"] == first.json()["epoch"]
+    assert cluster.write(leader, "DELETE", f"{BACKENDS}/{name}").status_code == 200

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
+from control.commands import Health, SetHealth, command_from_bytes
 from control.detector import DetectorLoop, DetectorSettings, FailureDetector
 from control.metrics import ControlMetrics
 from control.raft.types import Role, SoftState
-from control.registry import Backend, Health, Pool
+from control.registry import Applied, Backend, Outcome, Pool
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendUnavailable
 from ringleader.wire import BackendObservation, HealthReport, ProbeState
@@ -116,9 +116,9 @@ class FakeNode:
         self.registry = type("Registry", (), {"pools": {"default": backends}})()
         self.proposed: list[bytes] = []
 
-    async def propose(self, command: bytes) -> dict[str, Any]:
+    async def propose(self, command: bytes) -> Outcome:
         self.proposed.append(command)
-        return {"ok": True, "epoch": 9}
+        return Applied(9)
 
 
 @pytest.mark.parametrize("flush_works", [True, False])
@@ -133,7 +133,7 @@ def test_a_backend_rejoins_only_after_a_successful_flush(flush_works: bool) -> N
     async def scenario() -> FakeNode:
         node = FakeNode(pool("a", "b", down=("a",)))
         detector = FailureDetector(DetectorSettings(hysteresis=0.0, report_ttl=0.2))
-        loop = DetectorLoop(node, detector, ControlMetrics(), flush)  # type: ignore[arg-type]
+        loop = DetectorLoop(node, node.registry, detector, ControlMetrics(), flush)  # type: ignore[arg-type]
         task = asyncio.create_task(loop.run())
         try:
             async with asyncio.timeout(5):
@@ -148,6 +148,8 @@ def test_a_backend_rejoins_only_after_a_successful_flush(flush_works: bool) -> N
     assert flushed[0] == "a"
     if flush_works:
         assert node.proposed
-        assert b'"health": "up"' in node.proposed[0]
+        proposed = command_from_bytes(node.proposed[0]).command
+        assert isinstance(proposed, SetHealth)
+        assert proposed.health is Health.UP
     else:
         assert node.proposed == []

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from control.aio_sync import AioSync
+from control.commands import DEFAULT_POOL, AddBackend, Stamp, Stamped, command_to_bytes
 from control.metrics import ControlMetrics
 from control.node import TICK_JITTER, RaftNode
 from control.raft import diskstore
@@ -23,6 +24,7 @@ from control.raft.memstore import MemoryStorage
 from control.raft.messages import HeartbeatResponse, Message
 from control.raft.storage import load_state
 from control.raft.types import Entry, Role
+from control.registry import Applied, Outcome, Registry
 
 
 class FullDisk(MemoryStorage):
@@ -31,9 +33,9 @@ class FullDisk(MemoryStorage):
 
 
 def test_a_node_that_cannot_persist_stops_and_says_why() -> None:
-    async def scenario() -> RaftNode:
+    async def scenario() -> RaftNode[Outcome]:
         # A one-node cluster elects itself and must persist its no-op at once.
-        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), FullDisk(), lambda _: None,
+        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), FullDisk(), Registry(), lambda _: None,
                         ControlMetrics(), random.Random(7))  # fmt: skip
         node.start()
         try:
@@ -48,23 +50,26 @@ def test_a_node_that_cannot_persist_stops_and_says_why() -> None:
 
 
 def test_a_single_node_commits_and_applies_a_proposal() -> None:
-    async def scenario() -> dict[str, object]:
-        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), MemoryStorage(), lambda _: None,
-                        ControlMetrics(), random.Random(7))  # fmt: skip
+    async def scenario() -> Outcome:
+        registry = Registry()
+        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), MemoryStorage(), registry,
+                        lambda _: None, ControlMetrics(), random.Random(7))  # fmt: skip
         node.start()
         try:
             async with asyncio.timeout(10):
                 await node.wait_for_change(lambda: node.catching_up() is None)
                 result = await node.propose(
-                    b'{"op": "add_backend", "url": "memcached://10.0.0.1:11211"}'
-                )
+                    command_to_bytes(Stamped(AddBackend(DEFAULT_POOL, "memcached://10.0.0.1:11211"),
+                                             Stamp(1.0, "test")))
+                )  # fmt: skip
                 await node.read_barrier()
         finally:
             await node.stop()
-        assert node.registry.pools["default"].epoch == result["epoch"]
+        assert isinstance(result, Applied)
+        assert registry.pools["default"].epoch == result.epoch
         return result
 
-    assert asyncio.run(scenario())["ok"] is True
+    assert isinstance(asyncio.run(scenario()), Applied)
 
 
 class SlowDisk(MemoryStorage):
@@ -104,7 +109,7 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str, flushes: str) -> Non
     async def scenario() -> tuple[list[int], list[int], float, list[float]]:
         loop = asyncio.get_running_loop()
         disks = {i: SlowDisk() if flushes == "thread" else SlowFlushes() for i in (1, 2, 3)}
-        nodes: dict[int, RaftNode] = {}
+        nodes: dict[int, RaftNode[Outcome]] = {}
         answered: list[float] = []
 
         def send(messages: tuple[Message, ...]) -> None:
@@ -113,12 +118,12 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str, flushes: str) -> Non
                     answered.append(time.monotonic())
                 loop.call_soon(nodes[m.to].step, [m])
 
-        async def caught_up(node: RaftNode) -> None:
+        async def caught_up(node: RaftNode[Outcome]) -> None:
             await node.wait_for_change(lambda: node.catching_up() is None)
 
         for i, disk in disks.items():
             syncer = disk if isinstance(disk, SlowFlushes) else None
-            nodes[i] = RaftNode(RaftConfig(node_id=i, peers=(1, 2, 3)), disk, send,
+            nodes[i] = RaftNode(RaftConfig(node_id=i, peers=(1, 2, 3)), disk, Registry(), send,
                                 ControlMetrics(), random.Random(i), syncer)  # fmt: skip
             nodes[i].start()
         try:
@@ -131,7 +136,9 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str, flushes: str) -> Non
                     disk.delay = delay
             started = time.monotonic()
             async with asyncio.timeout(10):
-                await nodes[leader].propose(b'{"op": "add_backend", "url": "memcached://10.0.0.1:11211"}')
+                await nodes[leader].propose(
+                    b'{"op": "add_backend", "url": "memcached://10.0.0.1:11211"}'
+                )
             elapsed = time.monotonic() - started
             during = [started] + [t for t in answered if t > started] + [started + elapsed]
             gaps = [b - a for a, b in itertools.pairwise(during)]
@@ -152,8 +159,8 @@ def tick_times(count: int, stall_in: int | None = None) -> list[float]:
 
     async def scenario() -> list[float]:
         loop = asyncio.get_running_loop()
-        node = RaftNode(RaftConfig(node_id=1, peers=(1, 2, 3)), MemoryStorage(), lambda _: None,
-                        ControlMetrics(), random.Random(7))  # fmt: skip
+        node = RaftNode(RaftConfig(node_id=1, peers=(1, 2, 3)), MemoryStorage(), Registry(),
+                        lambda _: None, ControlMetrics(), random.Random(7))  # fmt: skip
         ticked: list[float] = []
         enough = asyncio.Event()
         tick = node.core.tick
@@ -217,7 +224,7 @@ def test_a_node_on_disk_keeps_every_acknowledged_write(
     async def scenario() -> int:
         storage = DiskStorage(tmp_path, create=True)
         flushes = CountedFlushes(AioSync.open(str(tmp_path))) if aio else None
-        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), storage, lambda _: None,
+        node = RaftNode(RaftConfig(node_id=1, peers=(1,)), storage, Registry(), lambda _: None,
                         ControlMetrics(), random.Random(7), flushes)  # fmt: skip
         node.start()
         try:
