@@ -2,26 +2,38 @@
 serving a raw-ASGI callable (`app(scope, receive, send)`, HTTP only, no lifespan), so
 `proxy.app.DataPlane` runs on it unchanged.
 
-Why not uvicorn: it cannot bound request-head bytes or head read time (slowloris), it fails
-on status codes outside `http.HTTPStatus` (999), and its per-request cost is several times
-that of the parser itself. See BENCHMARKS.md, "Data-port HTTP server: the comparison".
+Why not uvicorn: it cannot bound request-head bytes or head read time (slowloris), it drops
+the connection on a status outside `http.HTTPStatus` (999), it sends an app's
+Content-Length and chunked together, and it spends more CPU per request than this server.
+See BENCHMARKS.md, "Data-port HTTP server: the comparison".
 
 Design
 ------
-One `_Connection` per TCP connection, one parser each. A connection runs one request's app
-call at a time; the next request is parsed only when it is due:
+One `_Connection` per TCP connection, one parser each. A connection answers one request at
+a time, in order; the next one starts once the previous response is complete (its app call
+may still be finishing). The parser is fed so that message boundaries are known:
 
-* In the head phase the parser is fed at most what the head may still use. Small reads
-  (<= 4 KiB, the common case) are fed whole; larger ones are cut just after the first
-  CRLFCRLF, so the parser never sees bytes of the next message in the same call.
+* In the head phase it is fed at most what the head may still use. Small reads (<= 4 KiB,
+  the common case) are fed whole; larger ones are cut just after the first CRLFCRLF.
 * In the body phase, a Content-Length body is fed exactly; a chunked body in 4 KiB pieces.
 * Bytes that arrive while a request is being answered (pipelining) are held unparsed and
-  reading pauses; they are fed once the response is complete. A message that begins inside
-  a piece already fed (after a chunked body, or a pipelined burst in one small read) is
-  queued, answered in order, and its head is measured from its parsed parts.
+  reading pauses; they are fed once the response is complete. Messages that begin inside a
+  piece already fed (pipelined in one small read, or after a chunked body) are queued and
+  answered in order.
 
-So a connection holds at most one read (256 KB with uvloop) of unparsed bytes, one request
-head, and up to 64 KiB of request body the app has not read yet (reading pauses above it).
+So a connection holds at most one read (256 KB with uvloop) of unparsed bytes, the requests
+parsed from one <= 4 KiB piece, and up to 64 KiB of request body the app has not read yet
+(reading pauses above it).
+
+Requests
+--------
+`scope` carries type, asgi, http_version ("1.1"/"1.0"; others get 505), server, client,
+scheme "http", method, root_path "", path (percent-decoded), raw_path (no query),
+query_string, headers (names lowercased, in order) and extensions. llhttp refuses malformed
+requests and most smuggling shapes (400); the server also refuses Transfer-Encoding with
+Content-Length or on HTTP/1.0 (400) and any transfer coding but a lone `chunked` (501).
+`Expect: 100-continue` is answered when the app first calls receive(). A response written
+before its request was read in full closes the connection after it.
 
 Framing of responses
 --------------------
@@ -37,23 +49,29 @@ written as the app gives them; a name that is not a token, or CR/LF anywhere in 
 is an app error. No Date or Server header is added: the app owns them.
 
 An app exception (or a return without a complete response) before any response byte is
-written gives a 500; after, the connection is closed so the client sees a truncated message.
+written gives a 500, even after `http.response.start` (the head is written with the first
+body message); once bytes are out, the connection is closed so the client sees a truncated
+message.
 
 Limits (constructor parameters of `Server`)
 -------------------------------------------
-* max_header_bytes (32 KiB): request line + header section. Crossing it answers 431 at once.
+* max_header_bytes (32 KiB): request line + header section (and, for a chunked body, its
+  framing and trailers). Crossing it answers 431 at once. A head that begins inside a piece
+  after another message is counted there from its parsed parts, so it may pass the limit
+  by at most that piece (4 KiB) before the 431.
 * header_timeout (10 s): from a request's first byte to the end of its head; then 408.
 * keepalive_timeout (5 s): a connection with no request in progress is closed silently.
 * body_timeout (30 s): between request body reads while the server is reading; then close.
 * send_timeout (30 s): a response write paused by a reader that does not read; then abort.
 * max_connections (1024 per worker): a connection beyond it is answered 503 and closed
-  without reading its request.
+  without reading its request (chosen over a bare close so that a client or balancer can
+  tell overload from a crash; one whose request is already in flight may see a reset).
 * write_high_water (64 KiB): `send()` waits for the transport buffer to drain below a
   quarter of it, so a slow reader holds back the app instead of filling memory.
 * drain_timeout (10 s): graceful shutdown's bound for in-flight requests.
 
 Timeouts are checked by one sweep per server every min(timeouts)/4 seconds (at most 1 s),
-so one fires up to a sweep period late. After 400/408/431/505 the server half-closes and
+so one fires up to a sweep period late. After 400/408/431/501/505 the server half-closes and
 discards what the client still sends for up to 2 s, so the client reads the answer
 rather than a reset.
 
@@ -80,7 +98,7 @@ import re
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final, cast
+from typing import Any, Final, cast
 from urllib.parse import unquote
 
 import httptools
@@ -327,6 +345,7 @@ class _Connection(asyncio.Protocol):
         "_queue",
         "_req_chunked",
         "_req_length",
+        "_scope_base",
         "_server",
         "_sockname",
         "_tail",
@@ -372,6 +391,7 @@ class _Connection(asyncio.Protocol):
         # Requests being answered: `active` runs the app; `_queue` waits for it.
         self.active: _Cycle | None = None
         self._queue: deque[_Cycle] | None = None
+        self._scope_base: dict[str, Any] = {}
         self._pending_error: bytes | None = None  # for a later message, sent after `active`
         self._held = b""
         self.reading_paused = False
@@ -401,6 +421,16 @@ class _Connection(asyncio.Protocol):
         name = transport.get_extra_info("sockname")
         if isinstance(name, tuple):
             self._sockname = (str(name[0]), int(name[1]))
+        # What every request's scope on this connection shares.
+        self._scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "server": self._sockname,
+            "client": self._peer,
+            "scheme": "http",
+            "root_path": "",
+            "extensions": self._extensions,
+        }
         self._set_deadline(_KEEPALIVE, server.keepalive_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -692,21 +722,13 @@ class _Connection(asyncio.Protocol):
         else:
             self._body_left = 0
             has_body = False
-        scope: Scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": version,
-            "server": self._sockname,
-            "client": self._peer,
-            "scheme": "http",
-            "method": method,
-            "root_path": "",
-            "path": unquote(text) if "%" in text else text,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": self._headers,
-            "extensions": self._extensions,
-        }
+        scope: Scope = self._scope_base.copy()
+        scope["http_version"] = version
+        scope["method"] = method
+        scope["path"] = unquote(text) if "%" in text else text
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = self._headers
         cycle = _Cycle(
             self,
             scope,
