@@ -21,9 +21,10 @@ from control.raft.diskstore import DiskStorage
 from control.raft.errors import StorageError
 from control.raft.types import NodeId
 from control.registry import Registry
-from control.transport import HttpTransport, PeerAddress
+from control.settings import SETTINGS
+from control.transport import HttpTransport
 from ringleader import jsonlog
-from ringleader.address import Address, bind, parse_address
+from ringleader.address import Address, bind
 from ringleader.embedded import EmbeddedServer
 from ringleader.settings import ConfigError
 from ringleader.token import TokenError, load_token
@@ -41,81 +42,28 @@ class ControlConfig:
     detector: DetectorSettings
 
 
-def parse_peers(text: str) -> dict[NodeId, str]:
-    peers: dict[NodeId, str] = {}
-    for item in text.split(","):
-        ident, sep, url = item.strip().partition("=")
-        if not sep or not ident.isdigit() or int(ident) <= 0:
-            raise ConfigError(f"--peers: expected ID=URL with a positive ID, got {item!r}")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"--peers: {ident}: expected an http:// URL, got {url!r}")
-        try:
-            PeerAddress.parse(url)
-        except ValueError as exc:
-            raise ConfigError(f"--peers: {ident}: {exc}") from None
-        if int(ident) in peers:
-            raise ConfigError(f"--peers: node {ident} is listed twice")
-        peers[int(ident)] = url.rstrip("/")
-    return peers
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--id", required=True, metavar="ID", help="this node's id (in --peers)")
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT")
-    parser.add_argument("--peers", required=True, metavar="ID=URL,...",
-                        help="every node of the cluster, this one included")  # fmt: skip
-    parser.add_argument(
-        "--data-dir", required=True, metavar="DIR",
-        help="Raft log and snapshots; must exist (empty for a new node)",
-    )  # fmt: skip
-    parser.add_argument("--token-file", metavar="FILE",
-                        help="cluster token (else $RINGLEADER_TOKEN)")  # fmt: skip
-    defaults = DetectorSettings()
-    detector = parser.add_argument_group("failure detector")
-    detector.add_argument("--detector-quorum", type=float, default=defaults.quorum_fraction,
-                          metavar="FRACTION",
-                          help="more than this share of recently reporting proxies must agree "
-                               "(default 0.5: a majority)")  # fmt: skip
-    detector.add_argument("--report-ttl", type=float, default=defaults.report_ttl,
-                          metavar="SECONDS",
-                          help="a proxy's reports count for this long (default 6)")  # fmt: skip
-    detector.add_argument("--hysteresis", type=float, default=defaults.hysteresis,
-                          metavar="SECONDS",
-                          help="seen up this long before it rejoins (default 5)")  # fmt: skip
-    detector.add_argument("--max-eject-fraction", type=float,
-                          default=defaults.max_eject_fraction, metavar="FRACTION",
-                          help="most of a pool down at once (default 0.5)")  # fmt: skip
-    detector.add_argument("--rejoin-policy", choices=["flush", "none"],
-                          default=defaults.rejoin_policy,
-                          help="flush a backend before it rejoins (default flush)")  # fmt: skip
+    SETTINGS.add_arguments(parser)
 
 
 def build_config(args: argparse.Namespace) -> ControlConfig:
-    if not str(args.id).isdigit() or int(args.id) <= 0:
-        raise ConfigError(f"--id: expected a positive whole number, got {args.id!r}")
-    node_id = int(args.id)
-    peers = parse_peers(args.peers)
+    values = SETTINGS.parse(SETTINGS.from_args(args))
+    node_id: NodeId = values["id"]
+    peers: dict[NodeId, str] = values["peers"]
     if node_id not in peers:
         raise ConfigError(f"--id {node_id} is not in --peers ({', '.join(map(str, peers))})")
     try:
-        token = load_token(args.token_file)
+        token = load_token(values["token_file"])
     except TokenError as exc:
         raise ConfigError(str(exc)) from None
     if token is None:
         raise ConfigError("no cluster token: give --token-file FILE or set RINGLEADER_TOKEN")
-    listen = parse_address("--listen", args.listen)
-    for name in ("detector_quorum", "max_eject_fraction"):
-        if not 0 <= getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: expected a fraction in [0, 1)")
-    for name in ("report_ttl", "hysteresis"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0")
     detector = DetectorSettings(
-        quorum_fraction=args.detector_quorum, report_ttl=args.report_ttl,
-        hysteresis=args.hysteresis, max_eject_fraction=args.max_eject_fraction,
-        rejoin_policy=args.rejoin_policy,
+        quorum_fraction=values["detector_quorum"], report_ttl=values["report_ttl"],
+        hysteresis=values["hysteresis"], max_eject_fraction=values["max_eject_fraction"],
+        rejoin_policy=values["rejoin_policy"],
     )  # fmt: skip
-    return ControlConfig(node_id, listen, peers, args.data_dir, token, detector)
+    return ControlConfig(node_id, values["listen"], peers, values["data_dir"], token, detector)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ Precedence: built-in defaults < `--config FILE.toml` < command-line flags.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,10 +16,9 @@ from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_u
 from ringleader.backends import ClientSettings
 from ringleader.ring.hashes import KEY_HASHES
 from ringleader.ring.hashtag import parse_hash_tag
-from ringleader.settings import ConfigError
+from ringleader.settings import ConfigError, Setting, Table, above_zero
 from ringleader.token import TokenError, load_token, read_token_file
 
-DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # Below this no ordinary request fits (a request line and a Host already take ~100 bytes).
 MIN_HEADER_BYTES = 1024
 # memcached's default item size (-I 1m): a cached body larger than it could never be stored.
@@ -28,78 +27,204 @@ MAX_HTTP_BODY_BYTES = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    listen: Address = Address("127.0.0.1", 8080)
-    admin: Address = Address("127.0.0.1", 8081)
-    backends: tuple[BackendSpec, ...] = ()
-    hash: str = "fnv1a_64"
+    """The validated settings; `SETTINGS` below holds their defaults."""
+
+    listen: Address
+    admin: Address
+    backends: tuple[BackendSpec, ...]
+    hash: str
     # twemproxy's hash_tag: two bytes, opening and closing (ringleader/ring/hashtag.py).
-    hash_tag: bytes | None = None
-    origin: str | None = None
-    control: tuple[str, ...] = ()
-    pool: str = "default"
-    workers: int = 1
-    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
-    client: ClientSettings = field(default_factory=ClientSettings)
-    health_interval: float = 0.5
-    health_timeout: float = 0.25
+    hash_tag: bytes | None
+    origin: str | None
+    control: tuple[str, ...]
+    pool: str
+    workers: int
+    max_value_bytes: int
+    connect_timeout: float
+    request_timeout: float
+    connections: int
+    health_interval: float
+    health_timeout: float
     # With --control: the cluster token (health reports change state), how often the
     # proxy reports even without news, and the TTL cap on writes that land on a backend
     # only because the key's owner is down (docs/invariants.md, invariant 3).
-    token: str | None = field(default=None, repr=False)
-    report_interval: float = 2.0
-    failover_ttl: int = 30
+    token: str | None = field(repr=False)
+    report_interval: float
+    failover_ttl: int
     # The HTTP cache (with `origin`); see proxy/httpcache/handler.py.
-    http_max_body_bytes: int = MAX_HTTP_BODY_BYTES
-    cache_cookies: bool = False
-    heuristic_cap: float = 86400.0
-    purge_token: str | None = field(default=None, repr=False)
-    lease_ttl: int = 3
-    lease_wait: float = 2.0
-    origin_timeout: float = 10.0
-    forward_headers: tuple[str, ...] = ()
-    pass_ttl: int = 120
-    max_variants: int = 8
+    http_max_body_bytes: int
+    cache_cookies: bool
+    heuristic_cap: float
+    purge_token: str | None = field(repr=False)
+    lease_ttl: int
+    lease_wait: float
+    origin_timeout: float
+    forward_headers: tuple[str, ...]
+    pass_ttl: int
+    max_variants: int
     # What one client may cost the data port (proxy/httpserver.py); per worker.
-    max_header_bytes: int = 32 * 1024
-    header_timeout: float = 10.0
-    idle_timeout: float = 5.0
-    body_timeout: float = 30.0
-    send_timeout: float = 30.0
-    max_connections: int = 1024
+    max_header_bytes: int
+    header_timeout: float
+    idle_timeout: float
+    body_timeout: float
+    send_timeout: float
+    max_connections: int
+
+    @property
+    def client(self) -> ClientSettings:
+        return ClientSettings(
+            connect_timeout=self.connect_timeout,
+            request_timeout=self.request_timeout,
+            connections=self.connections,
+        )
 
 
-# Setting name (as a flag without dashes, or a TOML key) -> how to read it.
-_KEYS = {
-    "listen", "admin", "backend", "hash", "hash-tag", "origin", "control", "pool", "workers",
-    "max-value-bytes", "connect-timeout", "request-timeout", "connections",
-    "health-interval", "health-timeout", "http-max-body-bytes", "cache-cookies",
-    "heuristic-cap", "purge-token-file", "lease-ttl", "lease-wait", "origin-timeout",
-    "token-file", "report-interval", "failover-ttl", "forward-header", "pass-ttl",
-    "max-variants", "max-header-bytes", "header-timeout", "idle-timeout", "body-timeout",
-    "send-timeout", "max-connections",
-}  # fmt: skip
-
-
-def load_file(path: str) -> dict[str, Any]:
+def _backends(flag: str, urls: tuple[str, ...]) -> tuple[BackendSpec, ...]:
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
-    settings = {key.replace("_", "-"): value for key, value in data.items()}
-    unknown = sorted(set(settings) - _KEYS)
+        return tuple(parse_backend_url(url) for url in urls)
+    except BackendURLError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _control_urls(_flag: str, items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(url for item in items for url in item.split(",") if url)
+
+
+def _hash_tag(flag: str, text: str) -> bytes:
+    try:
+        return parse_hash_tag(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _origin(flag: str, text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{flag}: expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment or parts.username is not None:
+        raise ConfigError(
+            f"{flag}: a query, fragment or user name cannot be a prefix, got {text!r}"
+        )
+    # A path is a prefix: `--origin http://h/app` forwards /x as /app/x.
+    return text.rstrip("/")
+
+
+def _token(flag: str, path: str) -> str:
+    try:
+        return read_token_file(path, flag)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _forward_headers(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    lowered = tuple(name.strip().lower() for name in names)
+    unknown = [name for name in lowered if name.encode("latin-1") not in UNKEYED]
     if unknown:
-        raise ConfigError(f"--config {path}: unknown setting {unknown[0]!r}")
-    return settings
+        raise ConfigError(
+            f"{flag}: {unknown[0]!r} is forwarded already; the option takes one of "
+            f"{', '.join(sorted(n.decode() for n in UNKEYED))}"
+        )
+    return lowered
 
 
-def build(settings: dict[str, Any]) -> ProxyConfig:
+def _body_limit(flag: str, limit: float) -> None:
+    above_zero(flag, limit)
+    if limit > MAX_HTTP_BODY_BYTES:
+        raise ConfigError(f"{flag}: at most {MAX_HTTP_BODY_BYTES} (memcached's item size)")
+
+
+def _header_limit(flag: str, limit: float) -> None:
+    if limit < MIN_HEADER_BYTES:
+        raise ConfigError(f"{flag}: at least {MIN_HEADER_BYTES}, got {limit}")
+
+
+_CACHE = "HTTP cache"
+_PORT = "data port"
+
+SETTINGS = Table((
+    Setting("listen", "str", "127.0.0.1:8080", "data plane address",
+            metavar="HOST:PORT", parse=parse_address),
+    Setting("admin", "str", "127.0.0.1:8081", "admin address",
+            metavar="HOST:PORT", parse=parse_address),
+    Setting("backend", "str", None,
+            "memcached://host:port?name=N&weight=W or redis://host:port/DB?...",
+            metavar="URL", repeatable=True, parse=_backends),
+    Setting("hash", "str", "fnv1a_64", "ketama key hash", choices=tuple(KEY_HASHES)),
+    Setting("hash-tag", "str", None,
+            "hash only the part of a key between A and B, as twemproxy's hash_tag (e.g. {})",
+            metavar="AB", parse=_hash_tag),
+    Setting("control", "str", None, "control plane; the ring comes from it instead of --backend",
+            metavar="URL[,URL...]", repeatable=True, parse=_control_urls),
+    Setting("pool", "str", "default", "pool to serve with --control", metavar="NAME"),
+    Setting("workers", "int", 1, "worker processes", metavar="N", check=above_zero),
+    Setting("max-value-bytes", "int", 1024 * 1024, "KV value limit",
+            metavar="N", check=above_zero),
+    Setting("connect-timeout", "float", 0.5, "backend connect",
+            metavar="SECONDS", check=above_zero),
+    Setting("request-timeout", "float", 0.5, "backend reply",
+            metavar="SECONDS", check=above_zero),
+    Setting("connections", "int", 1, "pipelined connections per backend and worker",
+            metavar="N", check=above_zero),
+    Setting("health-interval", "float", 0.5, "heartbeat period",
+            metavar="SECONDS", check=above_zero),
+    Setting("health-timeout", "float", 0.25, "heartbeat timeout",
+            metavar="SECONDS", check=above_zero),
+    Setting("token-file", "path", None, "cluster token, needed with --control",
+            metavar="FILE", default_text="$RINGLEADER_TOKEN"),
+    Setting("report-interval", "float", 2.0,
+            "with --control: report backend health at least this often",
+            metavar="SECONDS", check=above_zero),
+    Setting("failover-ttl", "int", 30,
+            "TTL cap on writes that land elsewhere because the key's owner is down",
+            metavar="SECONDS", check=above_zero),
+    Setting("origin", "str", None, "the origin; enables the HTTP cache",
+            _CACHE, metavar="URL", parse=_origin),
+    Setting("http-max-body-bytes", "int", MAX_HTTP_BODY_BYTES,
+            f"larger bodies stream through uncached; at most {MAX_HTTP_BODY_BYTES}",
+            _CACHE, metavar="N", check=_body_limit),
+    Setting("cache-cookies", "bool", False,
+            "cache requests with Cookie; Set-Cookie is still never stored", _CACHE),
+    Setting("heuristic-cap", "float", 86400.0, "longest heuristic freshness",
+            _CACHE, metavar="SECONDS", check=above_zero),
+    Setting("purge-token-file", "path", None, "enables PURGE with this token",
+            _CACHE, metavar="FILE", parse=_token),
+    Setting("lease-ttl", "int", 3, "lifetime of a fleet-wide fetch lease",
+            _CACHE, metavar="SECONDS", check=above_zero),
+    Setting("lease-wait", "float", 2.0, "longest wait for another request's fetch",
+            _CACHE, metavar="SECONDS", check=above_zero),
+    Setting("origin-timeout", "float", 10.0, "origin reply",
+            _CACHE, metavar="SECONDS", check=above_zero),
+    Setting("forward-header", "str", None,
+            "forward this unkeyed request field (X-Forwarded-Proto, ...)",
+            _CACHE, metavar="NAME", repeatable=True, parse=_forward_headers),
+    Setting("pass-ttl", "int", 120,
+            "seconds an uncacheable answer sends its URL straight to the origin",
+            _CACHE, metavar="SECONDS", check=above_zero),
+    Setting("max-variants", "int", 8, "variants kept per URI",
+            _CACHE, metavar="N", check=above_zero),
+    Setting("max-header-bytes", "int", 32 * 1024,
+            "request line and headers above this get 431",
+            _PORT, metavar="N", check=_header_limit),
+    Setting("header-timeout", "float", 10.0, "time to send a request's headers, else 408",
+            _PORT, metavar="SECONDS", check=above_zero),
+    Setting("idle-timeout", "float", 5.0, "a keep-alive connection idle this long is closed",
+            _PORT, metavar="SECONDS", check=above_zero),
+    Setting("body-timeout", "float", 30.0, "longest gap while reading a request body",
+            _PORT, metavar="SECONDS", check=above_zero),
+    Setting("send-timeout", "float", 30.0, "longest a client may leave a response unread",
+            _PORT, metavar="SECONDS", check=above_zero),
+    Setting("max-connections", "int", 1024, "connections per worker; more get 503",
+            _PORT, metavar="N", check=above_zero),
+))  # fmt: skip
+
+load_file = SETTINGS.load_file
+
+
+def build(settings: Mapping[str, Any]) -> ProxyConfig:
     """A validated config from setting name -> value (file values overlaid by flags)."""
-    get = settings.get
-    backends = tuple(_backend(url) for url in _list("backend", get("backend")))
-    control = tuple(u for item in _list("control", get("control")) for u in item.split(",") if u)
+    values = SETTINGS.parse(settings)
+    backends: tuple[BackendSpec, ...] = values.pop("backend")
+    control: tuple[str, ...] = values["control"]
     if backends and control:
         raise ConfigError("--backend and --control are exclusive: the ring comes from one")
     if not backends and not control:
@@ -108,71 +233,20 @@ def build(settings: dict[str, Any]) -> ProxyConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"--backend: two backends are named {duplicates[0]!r}; set ?name=")
-    hash_name = str(get("hash", "fnv1a_64"))
-    if hash_name not in KEY_HASHES:
-        raise ConfigError(f"--hash: expected one of {', '.join(KEY_HASHES)}, got {hash_name!r}")
-    defaults = ProxyConfig()
-    client = ClientSettings(
-        connect_timeout=_positive("connect-timeout", get("connect-timeout"), 0.5),
-        request_timeout=_positive("request-timeout", get("request-timeout"), 0.5),
-        connections=int(_positive("connections", get("connections"), 1, integer=True)),
-    )
     return ProxyConfig(
-        listen=parse_address("--listen", str(get("listen", defaults.listen))),
-        admin=parse_address("--admin", str(get("admin", defaults.admin))),
         backends=backends,
-        hash=hash_name,
-        hash_tag=_hash_tag(get("hash-tag")),
-        origin=_origin(get("origin")),
-        control=control,
-        pool=str(get("pool", "default")),
-        workers=int(_positive("workers", get("workers"), 1, integer=True)),
-        max_value_bytes=int(
-            _positive("max-value-bytes", get("max-value-bytes"), DEFAULT_MAX_VALUE_BYTES, True)
-        ),
-        client=client,
-        health_interval=_positive("health-interval", get("health-interval"), 0.5),
-        health_timeout=_positive("health-timeout", get("health-timeout"), 0.25),
-        token=_cluster_token(get("token-file"), control),
-        report_interval=_positive("report-interval", get("report-interval"), 2.0),
-        failover_ttl=int(_positive("failover-ttl", get("failover-ttl"), 30, integer=True)),
-        http_max_body_bytes=_max_body(get("http-max-body-bytes")),
-        cache_cookies=bool(get("cache-cookies", False)),
-        heuristic_cap=_positive("heuristic-cap", get("heuristic-cap"), 86400.0),
-        purge_token=_token(get("purge-token-file")),
-        lease_ttl=int(_positive("lease-ttl", get("lease-ttl"), 3, integer=True)),
-        lease_wait=_positive("lease-wait", get("lease-wait"), 2.0),
-        origin_timeout=_positive("origin-timeout", get("origin-timeout"), 10.0),
-        forward_headers=_forward_headers(get("forward-header")),
-        pass_ttl=int(_positive("pass-ttl", get("pass-ttl"), 120, integer=True)),
-        max_variants=int(_positive("max-variants", get("max-variants"), 8, integer=True)),
-        max_header_bytes=_max_header_bytes(get("max-header-bytes")),
-        header_timeout=_positive("header-timeout", get("header-timeout"), 10.0),
-        idle_timeout=_positive("idle-timeout", get("idle-timeout"), 5.0),
-        body_timeout=_positive("body-timeout", get("body-timeout"), 30.0),
-        send_timeout=_positive("send-timeout", get("send-timeout"), 30.0),
-        max_connections=int(
-            _positive("max-connections", get("max-connections"), 1024, integer=True)
-        ),
+        token=_cluster_token(values.pop("token_file"), control),
+        purge_token=values.pop("purge_token_file"),
+        forward_headers=values.pop("forward_header"),
+        **values,
     )
 
 
-def _hash_tag(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"--hash-tag: expected a string of two characters, got {value!r}")
-    try:
-        return parse_hash_tag(value)
-    except ValueError as exc:
-        raise ConfigError(f"--hash-tag: {exc}") from None
-
-
-def _cluster_token(path: Any, control: tuple[str, ...]) -> str | None:
+def _cluster_token(path: str | None, control: tuple[str, ...]) -> str | None:
     if not control:
         return None
     try:
-        token = load_token(str(path) if path is not None else None)
+        token = load_token(path)
     except TokenError as exc:
         raise ConfigError(str(exc)) from None
     if token is None:
@@ -181,86 +255,3 @@ def _cluster_token(path: Any, control: tuple[str, ...]) -> str | None:
             "give --token-file FILE or set RINGLEADER_TOKEN"
         )
     return token
-
-
-def _max_body(value: Any) -> int:
-    limit = int(_positive("http-max-body-bytes", value, MAX_HTTP_BODY_BYTES, integer=True))
-    if limit > MAX_HTTP_BODY_BYTES:
-        raise ConfigError(
-            f"--http-max-body-bytes: at most {MAX_HTTP_BODY_BYTES} (memcached's item size)"
-        )
-    return limit
-
-
-def _token(path: Any) -> str | None:
-    if path is None:
-        return None
-    try:
-        return read_token_file(str(path), "--purge-token-file")
-    except TokenError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _max_header_bytes(value: Any) -> int:
-    limit = int(_positive("max-header-bytes", value, 32 * 1024, integer=True))
-    if limit < MIN_HEADER_BYTES:
-        raise ConfigError(f"--max-header-bytes: at least {MIN_HEADER_BYTES}, got {limit}")
-    return limit
-
-
-def _forward_headers(value: Any) -> tuple[str, ...]:
-    names = tuple(name.strip().lower() for name in _list("forward-header", value))
-    unknown = [name for name in names if name.encode("latin-1") not in UNKEYED]
-    if unknown:
-        raise ConfigError(
-            f"--forward-header: {unknown[0]!r} is forwarded already; the option takes one of "
-            f"{', '.join(sorted(n.decode() for n in UNKEYED))}"
-        )
-    return names
-
-
-def _list(name: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise ConfigError(f"{name}: expected a string or a list of strings")
-
-
-def _backend(url: str) -> BackendSpec:
-    try:
-        return parse_backend_url(url)
-    except BackendURLError as exc:
-        raise ConfigError(f"--backend: {exc}") from None
-
-
-def _origin(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--origin: expected an http:// or https:// URL, got {text!r}")
-    if parts.query or parts.fragment or parts.username is not None:
-        raise ConfigError(
-            f"--origin: a query, fragment or user name cannot be a prefix, got {text!r}"
-        )
-    # A path is a prefix: `--origin http://h/app` forwards /x as /app/x.
-    return text.rstrip("/")
-
-
-def _positive(name: str, value: Any, default: float, integer: bool = False) -> float:
-    if value is None:
-        return default
-    try:
-        if isinstance(value, bool) or (integer and not float(value).is_integer()):
-            raise ValueError(value)
-        number = int(value) if integer else float(value)
-    except (TypeError, ValueError):
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"--{name}: expected {kind}, got {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"--{name}: must be above zero, got {value!r}")
-    return number

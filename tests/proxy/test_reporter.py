@@ -11,13 +11,16 @@ from dataclasses import replace
 
 import httpx
 
-from proxy.config import ProxyConfig
+from proxy.config import ProxyConfig, build
 from proxy.health import BackendHealth
 from proxy.reporter import HealthReporter, proxy_identity
 from ringleader.wire import BackendObservation, HealthReport
 
 # Long enough that a report sent quickly can only have been sent because of a change.
-QUIET = ProxyConfig(control=("http://c1:7000",), token="s3cret", pool="blue", report_interval=60)
+QUIET = replace(
+    build({"backend": "memcached://h:1", "pool": "blue", "report-interval": 60}),
+    backends=(), control=("http://c1:7000",), token="s3cret",
+)  # fmt: skip
 
 
 class Plane:
