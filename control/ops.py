@@ -54,10 +54,10 @@ def add_commands(sub: Any) -> None:
         p.add_argument("target", metavar="URL" if name == "add" else "NAME")
         p.add_argument("--why", default="", help="reason, recorded in the event history")
         _common(p)
-        p.set_defaults(func=_runner(_backend_change))
+        p.set_defaults(func=runner(backend_change))
     listing = actions.add_parser("list", help="list the pool's backends")
     _common(listing)
-    listing.set_defaults(func=_runner(_backend_list))
+    listing.set_defaults(func=runner(_backend_list))
 
     pool = sub.add_parser("pool", help="create or list pools")
     pool_actions = pool.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -65,33 +65,33 @@ def add_commands(sub: Any) -> None:
     create.add_argument("name")
     create.add_argument("--hash", default="fnv1a_64", choices=["fnv1a_64", "md5"])
     _common(create, pool=False)
-    create.set_defaults(func=_runner(_pool_create))
+    create.set_defaults(func=runner(pool_create))
     pools = pool_actions.add_parser("list", help="list pools and their rings")
     _common(pools, pool=False)
-    pools.set_defaults(func=_runner(_pool_list))
+    pools.set_defaults(func=runner(_pool_list))
 
     ring = sub.add_parser("ring", help="show the ring, or where a key routes and why")
     ring.add_argument("--key", help="a key to locate")
     _common(ring)
-    ring.set_defaults(func=_runner(_ring))
+    ring.set_defaults(func=runner(_ring))
 
     status = sub.add_parser("status", help="role, term, leader, commit and applied of every node")
     _common(status, pool=False)
-    status.set_defaults(func=_runner(_status))
+    status.set_defaults(func=runner(_status))
 
     events = sub.add_parser("events", help="ring changes: time, epoch, cause and evidence")
     events.add_argument("--limit", type=int, default=50)
     _common(events)
-    events.set_defaults(func=_runner(_events))
+    events.set_defaults(func=runner(_events))
 
     rollback = sub.add_parser("rollback", help="restore the membership of an earlier epoch")
     rollback.add_argument("epoch", type=int)
     rollback.add_argument("--why", default="", help="reason, recorded in the event history")
     _common(rollback)
-    rollback.set_defaults(func=_runner(_rollback))
+    rollback.set_defaults(func=runner(_rollback))
 
 
-def _runner(command: Command) -> Callable[[argparse.Namespace], None]:
+def runner(command: Command) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         try:
             urls = split_urls(args.control or [os.environ.get(CONTROL_ENV, DEFAULT_CONTROL)])
@@ -122,7 +122,7 @@ def _pool_path(args: argparse.Namespace) -> str:
     return f"/v1/pools/{quote(args.pool, safe='')}"
 
 
-async def _backend_change(client: ControlClient, args: argparse.Namespace) -> Any:
+async def backend_change(client: ControlClient, args: argparse.Namespace) -> Any:
     base = _pool_path(args) + "/backends"
     body: dict[str, Any] = {"why": args.why}
     if args.action == "add":
@@ -154,7 +154,7 @@ async def _backend_list(client: ControlClient, args: argparse.Namespace) -> Any:
     return f"pool {args.pool}, epoch {reply.body['epoch']}\n" + _table(header, rows)
 
 
-async def _pool_create(client: ControlClient, args: argparse.Namespace) -> Any:
+async def pool_create(client: ControlClient, args: argparse.Namespace) -> Any:
     reply = await client.request(
         "POST", "/v1/pools", json={"pool": args.name, "hash": args.hash}, headers=_headers(args)
     )

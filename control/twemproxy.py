@@ -20,13 +20,13 @@ def register(args: argparse.Namespace, conversion: Conversion) -> None:
         create = argparse.Namespace(
             name=conversion.pool, hash=conversion.settings["hash"], json=False, who=who
         )
-        print(await ops._pool_create(client, create), file=sys.stderr)
+        print(await ops.pool_create(client, create), file=sys.stderr)
         for backend in conversion.backends:
             add = argparse.Namespace(
                 action="add", target=backend.url, pool=conversion.pool, json=False, who=who,
                 why="ringleader import-twemproxy",
             )  # fmt: skip
-            print(await ops._backend_change(client, add), file=sys.stderr)
+            print(await ops.backend_change(client, add), file=sys.stderr)
 
-    runner = ops._runner(command)
+    runner = ops.runner(command)
     runner(argparse.Namespace(**{**vars(args), "json": False}))
