@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/install.sh
 source scripts/install.sh
-install_debian_packages memcached redis-server nutcracker wrk prometheus nginx nodejs curl
+install_debian_packages memcached redis-server nutcracker wrk prometheus nginx nodejs curl \
+    chromium chromium-driver libmemcached-tools
 install_venv test
 packages=(ringleader proxy control)
 .venv/bin/ruff check "${packages[@]}" tests bench
