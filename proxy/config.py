@@ -11,6 +11,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.httpcache.forwarding import UNKEYED
+from proxy.httpcache.handler import CacheSettings
+from proxy.httpcache.origin import OriginSettings
+from proxy.httpcache.policy import CachePolicy
 from ringleader.address import Address, parse_address
 from ringleader.backend_url import BackendSpec, BackendURLError, parse_backend_url
 from ringleader.backends import ClientSettings
@@ -77,6 +80,22 @@ class ProxyConfig:
             request_timeout=self.request_timeout,
             connections=self.connections,
         )
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(
+            policy=CachePolicy(self.heuristic_cap, self.cache_cookies),
+            max_body_bytes=self.http_max_body_bytes,
+            purge_token=None if self.purge_token is None else self.purge_token.encode(),
+            lease_ttl=self.lease_ttl,
+            lease_wait=self.lease_wait,
+            pass_ttl=self.pass_ttl,
+            max_variants=self.max_variants,
+            forward_headers=self.forward_headers,
+        )
+
+    def origin_settings(self, url: str) -> OriginSettings:
+        return OriginSettings(url, timeout=self.origin_timeout)
 
 
 def _backends(flag: str, urls: tuple[str, ...]) -> tuple[BackendSpec, ...]:

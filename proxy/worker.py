@@ -18,9 +18,8 @@ import uvloop
 
 from proxy.app import DataPlane
 from proxy.config import ProxyConfig
-from proxy.httpcache.handler import CacheSettings, HTTPCacheHandler
-from proxy.httpcache.origin import OriginClient, OriginSettings
-from proxy.httpcache.policy import CachePolicy
+from proxy.httpcache.handler import HTTPCacheHandler
+from proxy.httpcache.origin import OriginClient
 from proxy.httpcache.storage import EntryStore
 from proxy.httpserver import Server
 from proxy.kv import KVHandler
@@ -122,16 +121,6 @@ def _http_cache(
     """The HTTP cache for paths outside the KV prefix, when an origin is configured."""
     if config.origin is None:
         return None
-    settings = CacheSettings(
-        policy=CachePolicy(config.heuristic_cap, config.cache_cookies),
-        max_body_bytes=config.http_max_body_bytes,
-        purge_token=None if config.purge_token is None else config.purge_token.encode(),
-        lease_ttl=config.lease_ttl,
-        lease_wait=config.lease_wait,
-        pass_ttl=config.pass_ttl,
-        max_variants=config.max_variants,
-        forward_headers=config.forward_headers,
-    )
-    origin = OriginClient(OriginSettings(config.origin, timeout=config.origin_timeout), metrics)
+    origin = OriginClient(config.origin_settings(config.origin), metrics)
     store = EntryStore(router, metrics, config.max_variants)
-    return HTTPCacheHandler(store, origin, settings, metrics)
+    return HTTPCacheHandler(store, origin, config.cache, metrics)

@@ -193,11 +193,12 @@ class Stack:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default=f"{LOOPBACK}:8080", metavar="HOST:PORT",
-                        help="proxy data port (default 127.0.0.1:8080)")  # fmt: skip
+                        help="proxy data port (default %(default)s)")  # fmt: skip
     parser.add_argument("--admin", default=f"{LOOPBACK}:8081", metavar="HOST:PORT",
-                        help="proxy admin port (default 127.0.0.1:8081)")  # fmt: skip
+                        help="proxy admin port (default %(default)s)")  # fmt: skip
     parser.add_argument("--control-port", type=int, default=7000, metavar="PORT",
-                        help="first control node port, others follow (default 7000)")  # fmt: skip
+                        help="first control node port, the others follow "
+                             "(default %(default)s)")  # fmt: skip
     parser.add_argument("--data-dir", metavar="DIR", help="logs and state (default: a temp dir)")
 
 

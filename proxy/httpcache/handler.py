@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from proxy.asgi import ClientDisconnected, Receive, Scope, Send, respond, respond_error
 from proxy.metrics import ProxyMetrics
@@ -45,8 +45,6 @@ from .storable import Storability, make_entry, sharing, storability
 from .storage import EntryStore, Slot, retention
 from .validation import freshen, revalidation_headers
 from .vary import forwarded_view, vary_matches
-
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 HIT, MISS, STALE, REVALIDATED, PASS_RESULT = b"HIT", b"MISS", b"STALE", b"REVALIDATED", b"PASS"
 RESULTS = (HIT, MISS, STALE, REVALIDATED, PASS_RESULT)
@@ -79,16 +77,17 @@ class CacheSettings:
     request waits for another request's fetch before fetching itself. ``pass_ttl``:
     seconds an uncacheable answer sends its URL straight to the origin (hit-for-pass).
     ``max_variants``: variants kept per URI for responses with Vary.
-    ``forward_headers``: request fields of forwarding.UNKEYED that reach the origin."""
+    ``forward_headers``: request fields of forwarding.UNKEYED that reach the origin.
+    Built from the proxy's settings table (`ProxyConfig.cache`), which holds the defaults."""
 
-    policy: CachePolicy = field(default_factory=CachePolicy)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    purge_token: bytes | None = None
-    lease_ttl: int = 3
-    lease_wait: float = 2.0
-    pass_ttl: int = 120
-    max_variants: int = 8
-    forward_headers: tuple[str, ...] = ()
+    policy: CachePolicy
+    max_body_bytes: int
+    purge_token: bytes | None
+    lease_ttl: int
+    lease_wait: float
+    pass_ttl: int
+    max_variants: int
+    forward_headers: tuple[str, ...]
 
 
 @dataclass(slots=True)

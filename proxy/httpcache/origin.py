@@ -49,7 +49,7 @@ def _error(exc: httpx.HTTPError) -> OriginError:
 @dataclass(frozen=True, slots=True)
 class OriginSettings:
     url: str
-    timeout: float = 10.0
+    timeout: float  # `--origin-timeout`
     connect_timeout: float = 2.0
     max_connections: int = 256
 

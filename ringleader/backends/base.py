@@ -8,8 +8,9 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
-    connect_timeout: float = 0.5
-    request_timeout: float = 0.5
+    # The proxy's come from its settings table (`--connect-timeout`, `--request-timeout`).
+    connect_timeout: float
+    request_timeout: float
     # Pipelined connections per backend and worker. One is enough on loopback: the
     # connection multiplexes every in-flight request (see BENCHMARKS.md).
     connections: int = 1

@@ -19,10 +19,11 @@ B = parse_backend_url("memcached://10.0.0.2:11211?name=b&weight=2")
 C = parse_backend_url("redis://10.0.0.3:6379/2?name=c")
 
 FAILOVER_TTL = 30
+SETTINGS = ClientSettings(connect_timeout=0.5, request_timeout=0.5)
 
 
 def router_for(state: RingState) -> Router:
-    return Router(ClientSettings(), state, FAILOVER_TTL, ProxyMetrics().failover_writes)
+    return Router(SETTINGS, state, FAILOVER_TTL, ProxyMetrics().failover_writes)
 
 
 def state(epoch: int, *backends: object, hash_name: str = "fnv1a_64") -> RingState:
@@ -122,7 +123,7 @@ def test_writes_are_failover_only_for_keys_whose_owner_is_down() -> None:
 def test_write_ttl_caps_only_failover_writes_and_counts_them() -> None:
     metrics = ProxyMetrics()
     router = Router(
-        ClientSettings(), RingState(9, "fnv1a_64", (A, C), (A, B, C)), 30, metrics.failover_writes
+        SETTINGS, RingState(9, "fnv1a_64", (A, C), (A, B, C)), 30, metrics.failover_writes
     )
     full = KetamaRing((A, B, C))
     owned = next(b"k%d" % i for i in range(100) if full.lookup(b"k%d" % i).name != "b")
@@ -142,7 +143,7 @@ def test_write_ttl_caps_only_failover_writes_and_counts_them() -> None:
 def test_the_table_uses_the_proxy_hash_tag_for_every_ring() -> None:
     metrics = ProxyMetrics()
     router = Router(
-        ClientSettings(), RingState(3, "md5", (A, C), (A, B, C)), 30,
+        SETTINGS, RingState(3, "md5", (A, C), (A, B, C)), 30,
         metrics.failover_writes, b"{}",
     )  # fmt: skip
     ring, owners = KetamaRing([A, C], "md5"), KetamaRing([A, B, C], "md5")

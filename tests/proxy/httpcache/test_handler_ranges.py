@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from proxy.httpcache.handler import DEFAULT_MAX_BODY_BYTES
+from proxy.config import MAX_HTTP_BODY_BYTES
 from tests.proxy.httpcache.conftest import Stack, seen_headers
 from tests.support.servers import Proxy, ringleader_argv
 
@@ -217,7 +217,7 @@ def test_a_range_miss_fetches_the_whole_object(stack: Stack, name: str) -> None:
 def test_a_range_miss_over_the_size_limit_gets_the_whole_200_then_passes(
     stack: Stack, name: str
 ) -> None:
-    size = DEFAULT_MAX_BODY_BYTES + 10
+    size = MAX_HTTP_BODY_BYTES + 10  # the default --http-max-body-bytes
     stack.origin.configure(name, headers=MAX_AGE, size=size)
     answer = stack.client.get(f"/{name}", headers={"range": "bytes=0-9"})
     # The whole object was asked for; too large to store, it is relayed as it is.

@@ -19,7 +19,8 @@ from proxy.httpcache.reuse import (
 from proxy.httpcache.storable import make_entry
 
 T = 1_700_000_000.0
-POLICY = CachePolicy()
+POLICY = CachePolicy(heuristic_cap=86400.0, cache_with_cookies=False)
+COOKIES = CachePolicy(heuristic_cap=86400.0, cache_with_cookies=True)
 
 
 def stored(cache_control: bytes, *extra: tuple[bytes, bytes], request: Headers = ()) -> Entry:
@@ -136,7 +137,7 @@ def test_cookie_request_bypasses_unless_configured() -> None:
     entry = stored(b"max-age=60")
     cookie = [(b"cookie", b"a=1")]
     assert at(entry, 1, cookie) is Reuse.MISS
-    assert decide(entry, cookie, T + 1, CachePolicy(cache_with_cookies=True)) is Reuse.SERVE
+    assert decide(entry, cookie, T + 1, COOKIES) is Reuse.SERVE
 
 
 def test_heuristic_freshness_used_for_reuse_4_2_2() -> None:

@@ -15,8 +15,8 @@ from proxy.httpcache.storable import (
 )
 
 T = 1_700_000_000.0
-DEFAULT = CachePolicy()
-COOKIES = CachePolicy(cache_with_cookies=True)
+DEFAULT = CachePolicy(heuristic_cap=86400.0, cache_with_cookies=False)
+COOKIES = CachePolicy(heuristic_cap=86400.0, cache_with_cookies=True)
 FRESH: Headers = [(b"cache-control", b"max-age=60")]
 
 

@@ -28,7 +28,7 @@ def test_500_concurrent_gets_on_one_connection_each_get_their_own_value(
     keys = [f"pipelined:{i}".encode() for i in range(500)]
 
     async def scenario() -> list[bytes | None]:
-        client = backend.client(ClientSettings(connections=1, request_timeout=5.0))
+        client = backend.client(ClientSettings(connect_timeout=0.5, request_timeout=5.0))
         try:
             await asyncio.gather(*(client.set(k, b"value-of-" + k, 0) for k in keys))
             return list(await asyncio.gather(*(client.get(k) for k in keys)))
@@ -94,7 +94,7 @@ def test_refused_connection_is_unavailable_and_the_backoff_fails_fast() -> None:
 
     async def scenario() -> tuple[object, list[tuple[float, object]]]:
         client = MemcachedClient("gone", LOOPBACK, port, ClientSettings(
-            reconnect_backoff_min=1.0, reconnect_backoff_max=1.0))  # fmt: skip
+            0.5, 0.5, reconnect_backoff_min=1.0, reconnect_backoff_max=1.0))  # fmt: skip
         try:
             _, first = await timed(lambda: client.get(b"k"))
             rest: list[tuple[float, object]] = [
@@ -129,7 +129,7 @@ def test_backoff_makes_no_new_connections_inside_the_window_and_retries_after_it
 
         server = await asyncio.start_server(slam_door, LOOPBACK, 0)
         port = server.sockets[0].getsockname()[1]
-        settings = ClientSettings(reconnect_backoff_min=0.3, reconnect_backoff_max=0.3)
+        settings = ClientSettings(0.5, 0.5, reconnect_backoff_min=0.3, reconnect_backoff_max=0.3)
         client = MemcachedClient("flaky", LOOPBACK, port, settings)
         try:
             # Many requests fail inside one window: the first opens one connection, which
@@ -294,7 +294,7 @@ def test_closed_client_fails_pending_requests() -> None:
 
         server = await asyncio.start_server(silent, LOOPBACK, 0)
         port = server.sockets[0].getsockname()[1]
-        client = MemcachedClient("b", LOOPBACK, port, ClientSettings(request_timeout=5.0))
+        client = MemcachedClient("b", LOOPBACK, port, ClientSettings(0.5, 5.0))
         try:
             pending = asyncio.ensure_future(client.get(b"k"))
             await asyncio.wait_for(received.wait(), 2.0)  # the request is on the wire
