@@ -12,7 +12,6 @@ from .age import (
     corrected_initial_age,
     current_age,
     date_value,
-    entry_age,
     resident_time,
     response_delay,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "decide",
     "decode_entry",
     "encode_entry",
-    "entry_age",
     "format_http_date",
     "freshen",
     "freshness_lifetime",

@@ -6,7 +6,6 @@ the local clock when the request was sent and the response received.
 
 from .cache_control import parse_delta_seconds
 from .dates import parse_http_date
-from .entry import Entry
 from .headers import OWS, Headers, first
 
 
@@ -57,14 +56,3 @@ def date_value(headers: Headers, response_time: float) -> float:
     value = first(headers, b"date")
     date = None if value is None else parse_http_date(value, response_time)
     return response_time if date is None else date
-
-
-def entry_age(entry: Entry, now: float) -> float:
-    """current_age of a stored entry at ``now``."""
-    return current_age(
-        date_value(entry.headers, entry.response_time),
-        age_value(entry.headers),
-        entry.request_time,
-        entry.response_time,
-        now,
-    )

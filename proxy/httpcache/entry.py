@@ -18,8 +18,11 @@ import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 
+from .age import age_value, corrected_initial_age, date_value, resident_time
+from .cache_control import CacheControl, parse_cache_control
 from .vary import VaryRecord
 
 MAGIC = b"RLHC"
@@ -33,13 +36,16 @@ class UnreadableEntry(ValueError):
     """The bytes are not an entry this version can read; treat the lookup as a miss."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Entry:
     """A stored response (RFC 9111 §3).
 
     ``headers`` are already filtered for storage (no hop-by-hop fields, always a
     Date). ``vary`` pairs each field the response's Vary nominates with the
     normalised value the storing request had, or None if it lacked the field.
+
+    The cached properties are facts of the immutable fields, parsed once per entry: a
+    hit reuses the decoded entry while the stored bytes are unchanged (decoded.py).
     """
 
     status: int
@@ -48,6 +54,28 @@ class Entry:
     request_time: float
     response_time: float
     vary: VaryRecord = ()
+
+    @cached_property
+    def cache_control(self) -> CacheControl:
+        return parse_cache_control(self.headers)
+
+    @cached_property
+    def initial_age(self) -> float:
+        """corrected_initial_age (§4.2.3): the entry's age when it was received."""
+        return corrected_initial_age(
+            date_value(self.headers, self.response_time),
+            age_value(self.headers),
+            self.request_time,
+            self.response_time,
+        )
+
+    @cached_property
+    def headers_without_age(self) -> tuple[tuple[bytes, bytes], ...]:
+        return tuple((field, value) for field, value in self.headers if field != b"age")
+
+    def age_at(self, now: float) -> float:
+        """current_age (§4.2.3) at ``now``."""
+        return self.initial_age + resident_time(self.response_time, now)
 
 
 def encode_entry(entry: Entry) -> bytes:

@@ -27,7 +27,6 @@ from proxy.asgi import ClientDisconnected, Receive, Scope, Send, respond, respon
 from proxy.metrics import ProxyMetrics
 from proxy.telemetry import CounterChild
 
-from .cache_control import parse_cache_control
 from .coalescing import Flights, await_lease_release
 from .conditional import is_not_modified, not_modified_headers
 from .dates import format_http_date
@@ -270,8 +269,7 @@ class HTTPCacheHandler:
         rules (Vary, Authorization, Cookie) can rule it out."""
         return (
             vary_matches(entry.vary, forwarded_view(headers) if entry.vary else headers)
-            and sharing(headers, parse_cache_control(entry.headers), self._policy)
-            is Storability.STORABLE
+            and sharing(headers, entry.cache_control, self._policy) is Storability.STORABLE
         )
 
     async def _fetch_and_answer(

@@ -2,7 +2,6 @@
 
 import enum
 
-from .age import entry_age
 from .cache_control import DELTA_MAX, EMPTY, CacheControl, parse_cache_control
 from .entry import Entry
 from .freshness import freshness_lifetime
@@ -84,7 +83,7 @@ def decide(entry: Entry | None, request_headers: Headers, now: float, policy: Ca
     request_cc = request_cache_control(request_headers)
     if entry is None:
         return _origin_needed(request_cc, Reuse.MISS)
-    response_cc = parse_cache_control(entry.headers)
+    response_cc = entry.cache_control
     if (
         not vary_matches(entry.vary, request_headers)
         or sharing(request_headers, response_cc, policy) is not Storability.STORABLE
@@ -117,7 +116,7 @@ def _age_and_lifetime(
     lifetime = freshness_lifetime(
         entry.status, entry.headers, response_cc, entry.response_time, policy.heuristic_cap
     )
-    return entry_age(entry, now), lifetime
+    return entry.age_at(now), lifetime
 
 
 def _origin_needed(request_cc: CacheControl, verdict: Reuse) -> Reuse:
@@ -141,7 +140,7 @@ def on_origin_error(
     """
     if origin_status is not None and origin_status not in ERROR_STATUSES:
         return OnError.FORWARD
-    response_cc = parse_cache_control(entry.headers)
+    response_cc = entry.cache_control
     window = stale_if_error_window(response_cc, request_cache_control(request_headers))
     if window is not None:
         age, lifetime = _age_and_lifetime(entry, response_cc, now, policy)
@@ -153,7 +152,7 @@ def on_origin_error(
 def served_headers(entry: Entry, now: float) -> HeaderList:
     """The entry's headers for a response at ``now``, with Age set to its current
     age (§5.1) in whole seconds."""
-    age = min(max(int(entry_age(entry, now)), 0), DELTA_MAX)
-    headers = [(field, value) for field, value in entry.headers if field != b"age"]
+    age = min(max(int(entry.age_at(now)), 0), DELTA_MAX)
+    headers = list(entry.headers_without_age)
     headers.append((b"age", b"%d" % age))
     return headers

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import math
 
@@ -27,9 +28,8 @@ from proxy.router import Route, Router
 from ringleader.backends import BackendError
 from ringleader.backends.errors import BackendRejected
 
-from .age import entry_age
-from .cache_control import parse_cache_control
-from .entry import Entry, UnreadableEntry, decode_entry, encode_entry
+from .decoded import DecodedEntries
+from .entry import Entry, UnreadableEntry, encode_entry
 from .freshness import freshness_lifetime
 from .headers import Headers, first
 from .policy import CachePolicy
@@ -58,6 +58,7 @@ Slot = Entry | VariantIndex | PassMarker | None
 """What a URI key's slot holds; None: nothing (or nothing readable, or no backend)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def digest(key: bytes) -> bytes:
     """The name of ``key``'s slot: a 128-bit BLAKE2b in unpadded base64url, 22 bytes that
     memcached accepts. Short, because the ring hashes it byte by byte on every lookup."""
@@ -67,11 +68,11 @@ def digest(key: bytes) -> bytes:
 def retention(entry: Entry, now: float, policy: CachePolicy) -> int:
     """The backend TTL for ``entry``: its remaining freshness, plus its stale windows,
     plus REVALIDATION_KEEP if it has a validator; at least 1 s, at most MAX_TTL."""
-    cc = parse_cache_control(entry.headers)
+    cc = entry.cache_control
     lifetime = freshness_lifetime(
         entry.status, entry.headers, cc, entry.response_time, policy.heuristic_cap
     )
-    ttl = max(lifetime - entry_age(entry, now), 0.0)
+    ttl = max(lifetime - entry.age_at(now), 0.0)
     ttl += max(cc.stale_while_revalidate or 0, cc.stale_if_error or 0)
     if first(entry.headers, b"etag") is not None or first(entry.headers, b"last-modified"):
         ttl += REVALIDATION_KEEP
@@ -83,6 +84,7 @@ class EntryStore:
         self._router = router
         self._metrics = metrics
         self._max_variants = max_variants
+        self._decoded = DecodedEntries()
         self._lookups = {
             result: metrics.cache_lookups.labels("http", result)
             for result in ("hit", "miss", "error", "unreadable")
@@ -99,7 +101,8 @@ class EntryStore:
 
     async def lookup(self, key: bytes) -> Slot:
         """What ``key``'s slot holds."""
-        data = await self._read(digest(key))
+        slot = digest(key)
+        data = await self._read(slot)
         if data is None:
             return None
         try:
@@ -108,7 +111,7 @@ class EntryStore:
                 return index
             if data == PASS_MARKER:
                 return PASS
-            return decode_entry(data)
+            return self._decoded.decode(slot, data)
         except (UnreadableEntry, UnreadableSlot):
             # Another format version, or corrupted: a miss, and the next store overwrites it.
             self._lookups["unreadable"].inc()
@@ -117,11 +120,12 @@ class EntryStore:
     async def variant(self, key: bytes, index: VariantIndex, view: Headers) -> Entry | None:
         """The variant of ``key`` that the request (as forwarded) selects, if stored."""
         variant = variant_of(vary_record(index.names, view))
-        data = await self._read(digest(variant_key(key, index, variant)))
+        slot = digest(variant_key(key, index, variant))
+        data = await self._read(slot)
         if data is None:
             return None
         try:
-            return decode_entry(data)
+            return self._decoded.decode(slot, data)
         except UnreadableEntry:
             self._lookups["unreadable"].inc()
             return None

@@ -10,6 +10,7 @@ import math
 import struct
 from bisect import bisect_left
 from collections.abc import Sequence
+from functools import lru_cache
 from hashlib import md5
 
 from ringleader.backend_url import BackendSpec
@@ -18,6 +19,8 @@ from ringleader.ring.hashtag import tagged
 
 POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4
+# Key hashes each ring remembers (a few hundred kB at most).
+HASH_MEMO = 4096
 
 _F32 = struct.Struct("<f")
 _WORDS = struct.Struct("<4I")
@@ -70,6 +73,8 @@ class KetamaRing:
             if len(hash_tag) != 2:
                 raise ValueError(f"a hash tag is two bytes, got {hash_tag!r}")
             self._hash = tagged(self._hash, hash_tag)
+        # Hot keys are looked up again and again, and the key hashes are pure-Python loops.
+        self._hash = lru_cache(maxsize=HASH_MEMO)(self._hash)
         self._hash_name = hash_name
         self._hash_tag = hash_tag
         self._backends = tuple(backends)

@@ -7,7 +7,6 @@ from proxy.httpcache.age import (
     corrected_initial_age,
     current_age,
     date_value,
-    entry_age,
     resident_time,
     response_delay,
 )
@@ -66,4 +65,4 @@ def test_entry_age_4_2_3() -> None:
         request_time=T - 1,
         response_time=T,
     )
-    assert entry_age(entry, T + 100) == 121
+    assert entry.age_at(T + 100) == 121

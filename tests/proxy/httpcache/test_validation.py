@@ -101,16 +101,15 @@ def test_304_last_modified_must_match_without_etag_4_3_4() -> None:
 def test_304_restarts_the_age_instead_of_keeping_the_stored_one_4_2_3() -> None:
     """An entry stored with Age: 500 and max-age=60 is stale; after a 304 its age starts
     again from the 304 (its own Age, or none), so it is fresh until the next expiry."""
-    from proxy.httpcache.age import entry_age
 
     stale = entry(*STORED.headers, (b"age", b"500"))
     merged = freshen(stale, [(b"date", format_http_date(T + 100))], T + 100, T + 100)
     assert merged is not None
     assert b"age" not in dict(merged.headers)
-    assert entry_age(merged, T + 110) == 10
+    assert merged.age_at(T + 110) == 10
     with_age = freshen(
         stale, [(b"age", b"5"), (b"date", format_http_date(T + 100))], T + 100, T + 100
     )
     assert with_age is not None
     assert dict(with_age.headers)[b"age"] == b"5"
-    assert entry_age(with_age, T + 110) == 15
+    assert with_age.age_at(T + 110) == 15
