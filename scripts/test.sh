@@ -9,6 +9,11 @@ source scripts/install.sh
 install_debian_packages memcached redis-server nutcracker wrk prometheus nginx nodejs curl \
     chromium chromium-driver libmemcached-tools
 install_venv test
+# checkov (tests/deploy) pins many libraries of its own: it gets a venv of its own.
+[ -x .venv-checkov/bin/checkov ] || {
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install -q --disable-pip-version-check 'checkov>=3.2,<4'
+}
 packages=(ringleader proxy control)
 .venv/bin/ruff check "${packages[@]}" tests bench
 .venv/bin/ruff format --check "${packages[@]}"

@@ -4,6 +4,8 @@ The control StatefulSet and the registration Job run small shell scripts (derivi
 Raft ID from the pod ordinal, retrying `backend add`). Executing the real script under
 /bin/sh, with the env the pod would get, tests what Kubernetes will run rather than what
 we hope it contains; the recorded argv is then parsed by the real `ringleader` parser.
+Secrets reach the containers as files only: SecretMounts writes them where a test can
+read them and moves the recorded paths there.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.deploy.manifests import Doc
+from tests.deploy.manifests import Doc, pod_spec
 
 FAKE_TOKEN = "test-token-from-secret"
 
@@ -26,20 +29,60 @@ print("stub ringleader: (no change)")
 
 
 def container_env(container: Doc, pod_name: str) -> dict[str, str]:
-    """The env Kubernetes would set: literals, the pod name, and a fake Secret value."""
+    """The env Kubernetes would set: literals and the pod name. Anything else, a Secret
+    above all, is an error: the token belongs in a file."""
+    assert "envFrom" not in container, f"{container['name']} imports a whole env source"
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = str(item["value"])
             continue
         source = item["valueFrom"]
-        if "secretKeyRef" in source:
-            env[item["name"]] = FAKE_TOKEN
-        elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+        if source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
             env[item["name"]] = pod_name
         else:
             raise AssertionError(f"unexpected env source {source} in {container['name']}")
     return env
+
+
+@dataclass(frozen=True)
+class SecretMounts:
+    """The Secret volumes a container mounts, written under a test directory with
+    FAKE_TOKEN in every listed key."""
+
+    local: dict[str, Path]
+    """mountPath -> the directory standing in for it."""
+
+    @classmethod
+    def write(cls, workload: Doc, container: Doc, root: Path) -> SecretMounts:
+        secrets = {
+            v["name"]: v["secret"] for v in pod_spec(workload).get("volumes", []) if "secret" in v
+        }
+        local: dict[str, Path] = {}
+        for mount in container.get("volumeMounts", []):
+            secret = secrets.get(mount["name"])
+            if secret is None:
+                continue
+            # A Secret created out of band (prod) has no keys in the render: the volume
+            # must name the ones it needs.
+            assert secret.get("items"), f"volume {mount['name']} lists no Secret keys"
+            directory = root / "secrets" / mount["name"]
+            for item in secret["items"]:
+                path = directory / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(FAKE_TOKEN + "\n")
+            local[mount["mountPath"].rstrip("/")] = directory
+        return cls(local)
+
+    def localize(self, argv: list[str]) -> list[str]:
+        """argv with every path inside a Secret mount moved to the written copy."""
+        result: list[str] = []
+        for arg in argv:
+            for mount_path, directory in self.local.items():
+                if arg.startswith(mount_path + "/"):
+                    arg = str(directory) + arg[len(mount_path) :]
+            result.append(arg)
+        return result
 
 
 def run_with_stub(

@@ -77,6 +77,12 @@ def pod_spec(workload: Doc) -> Doc:
     return spec
 
 
+def labels_of(workload: Doc) -> dict[str, str]:
+    """The labels of the workload's pods."""
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def containers(workload: Doc) -> list[Doc]:
     found: list[Doc] = pod_spec(workload)["containers"]
     return found

@@ -4,6 +4,7 @@ docs/runbook.md and the process contracts say (probes, quorum, draining, IDs, to
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from proxy.worker import DRAIN_SECONDS
 from ringleader.backend_url import parse_backend_url
 from ringleader.cli import build_parser
 from tests.dashboards.rules import load_rules
-from tests.deploy.containers import FAKE_TOKEN, run_with_stub
+from tests.deploy.containers import FAKE_TOKEN, SecretMounts, run_with_stub
 from tests.deploy.manifests import (
     CRD_KINDS,
     K8S,
@@ -29,6 +30,7 @@ from tests.deploy.manifests import (
     containers,
     env_value,
     find,
+    labels_of,
     of_kind,
     pod_spec,
     render,
@@ -44,13 +46,16 @@ K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 # (proxy/server.py: Supervisor.stop_workers).
 SUPERVISOR_MARGIN = 2
 RELEASE_LABEL = {"dev": "prometheus", "prod": "kube-prometheus-stack"}
+# Kubernetes' default minimum for "not a system user" and checkov's CKV_K8S_40.
+HIGH_UID = 10000
+# The workloads that run `ringleader` and so need the cluster token.
+TOKEN_USERS = {
+    "StatefulSet": "ringleader-control",
+    "Deployment": "ringleader-proxy",
+    "Job": "ringleader-register-backends",
+}
 
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
-
-
-def labels_of(workload: Doc) -> dict[str, str]:
-    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
-    return labels
 
 
 def port_number(container: Doc, port: int | str) -> int:
@@ -196,14 +201,17 @@ def test_control_command_derives_ids_from_ordinals(
     expected_peers = {
         i + 1: f"http://ringleader-control-{i}.{peer_service}:{port}" for i in range(replicas)
     }
-    monkeypatch.setenv("RINGLEADER_TOKEN", FAKE_TOKEN)
+    # The token must come from the mounted file, not from the environment.
+    monkeypatch.delenv("RINGLEADER_TOKEN", raising=False)
+    secrets = SecretMounts.write(sts, container, tmp_path)
     for ordinal in range(replicas):
         data_dir = tmp_path / f"data-{ordinal}" / "raft"
         (argv,) = run_with_stub(
             container, f"ringleader-control-{ordinal}", tmp_path,
             {"RINGLEADER_DATA_DIR": str(data_dir)},
         )  # fmt: skip
-        config = service.build_config(parse_ringleader(argv))
+        config = service.build_config(parse_ringleader(secrets.localize(argv)))
+        assert config.token == FAKE_TOKEN
         assert config.node_id == ordinal + 1
         assert config.peers == expected_peers
         assert config.listen.port == port
@@ -237,12 +245,15 @@ def test_proxy_deployment_probes_and_draining(overlay: str) -> None:
 @overlays
 def test_proxy_args_parse(overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = render(overlay)
-    (container,) = containers(find(docs, "Deployment", "ringleader-proxy"))
+    deployment = find(docs, "Deployment", "ringleader-proxy")
+    (container,) = containers(deployment)
     (argv,) = run_with_stub(container, "ringleader-proxy-abc", tmp_path)
-    args = parse_ringleader(argv)
+    args = parse_ringleader(SecretMounts.write(deployment, container, tmp_path).localize(argv))
     assert args.command == "proxy"
-    monkeypatch.setenv("RINGLEADER_TOKEN", FAKE_TOKEN)
+    monkeypatch.delenv("RINGLEADER_TOKEN", raising=False)
     config = proxy_config.build(proxy_cli.settings_from(args))
+    assert config.token == FAKE_TOKEN
+    assert config.listen is not None, "the proxies serve HTTP on their data port"
     assert config.listen.port == port_number(container, "http")
     assert config.admin.port == port_number(container, "admin")
     client = service_named(docs, "ringleader-control")
@@ -274,13 +285,20 @@ def test_resources_probes_and_security(overlay: str) -> None:
     for workload in workloads(render(overlay)):
         name = workload["metadata"]["name"]
         spec = pod_spec(workload)
-        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        pod_security = spec["securityContext"]
+        assert pod_security["runAsNonRoot"] is True, name
+        assert pod_security["runAsUser"] >= HIGH_UID, f"{name}: low UIDs may be host users"
+        assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
         for container in spec["containers"]:
             for section in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(container["resources"][section]), (
                     f"{name}/{container['name']} lacks {section}"
                 )
-            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
             if workload["kind"] != "Job":
                 assert "readinessProbe" in container, f"{name}/{container['name']}"
                 assert "livenessProbe" in container, f"{name}/{container['name']}"
@@ -297,25 +315,42 @@ def test_selectors_match_workloads(overlay: str) -> None:
             assert any(selects(selector, t) for t in templates), doc["metadata"]["name"]
 
 
+def token_file_source(workload: Doc, container: Doc, token_file: str) -> tuple[str, str]:
+    """The (Secret, key) behind the file at `token_file`, mounted read-only and readable
+    by the pod's group only."""
+    spec = pod_spec(workload)
+    for mount in container["volumeMounts"]:
+        directory = mount["mountPath"].rstrip("/") + "/"
+        if not token_file.startswith(directory):
+            continue
+        assert mount.get("readOnly") is True, f"{mount['name']} must be mounted read-only"
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        secret = volume["secret"]
+        assert secret["defaultMode"] & 0o007 == 0, "the token file is not world-readable"
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+        (item,) = [i for i in secret["items"] if i["path"] == token_file[len(directory) :]]
+        return secret["secretName"], item["key"]
+    raise AssertionError(f"{token_file} is not inside a mounted volume")
+
+
 @overlays
-def test_token_comes_from_a_secret(overlay: str) -> None:
+def test_token_is_a_file_from_a_secret(overlay: str, tmp_path: Path) -> None:
+    """Every `ringleader` process gets --token-file pointing into the same mounted Secret,
+    and no container has the token (or any Secret) in its environment."""
     docs = render(overlay)
-    refs = {
-        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
-        for w in workloads(docs)
-        for c in containers(w)
-        for e in c.get("env", [])
-        if e["name"] == "RINGLEADER_TOKEN"
-    }
-    assert len(refs) == 1, f"every process must use the same Secret: {refs}"
-    ((name, key),) = refs
-    users = {
-        w["metadata"]["name"]
-        for w in workloads(docs)
-        for c in containers(w)
-        if any(e["name"] == "RINGLEADER_TOKEN" for e in c.get("env", []))
-    }
-    assert users == {"ringleader-control", "ringleader-proxy", "ringleader-register-backends"}
+    sources: set[tuple[str, str]] = set()
+    for kind, name in TOKEN_USERS.items():
+        workload = find(docs, kind, name)
+        (container,) = containers(workload)
+        # run_with_stub builds the env from the manifest and rejects Secret references.
+        argvs = run_with_stub(container, f"{name}-0", tmp_path / name)
+        assert argvs, f"{name} runs no ringleader command"
+        for argv in argvs:
+            token_file = parse_ringleader(argv).token_file
+            assert token_file, f"{name}: {argv} lacks --token-file"
+            sources.add(token_file_source(workload, container, token_file))
+    assert len(sources) == 1, f"every process must use the same Secret: {sources}"
+    ((name, key),) = sources
     if overlay == "dev":
         secret = find(docs, "Secret", name)
         assert key in secret["data"]
@@ -331,12 +366,24 @@ def test_ringleader_image_set_by_overlay(overlay: str) -> None:
     kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
     (image,) = [i for i in kustomization["images"] if i["name"] == "ringleader"]
     expected = f"{image['newName']}:{image['newTag']}"
+    if "digest" in image:
+        expected += f"@{image['digest']}"
     docs = render(overlay)
-    for name in ("ringleader-control", "ringleader-proxy", "ringleader-register-backends"):
-        kind = {"ringleader-control": "StatefulSet", "ringleader-proxy": "Deployment"}.get(
-            name, "Job"
-        )
+    for kind, name in TOKEN_USERS.items():
         assert [c["image"] for c in containers(find(docs, kind, name))] == [expected]
+
+
+def test_prod_images_are_pinned_by_digest() -> None:
+    """A tag can be moved to other content; a digest names exactly one image."""
+    pinned = re.compile(r"@sha256:[0-9a-f]{64}$")
+    images = [
+        c["image"]
+        for w in workloads(render("prod"))
+        for c in pod_spec(w)["containers"] + pod_spec(w).get("initContainers", [])
+    ]
+    assert images
+    unpinned = [i for i in images if not pinned.search(i)]
+    assert not unpinned, f"prod images without a digest: {unpinned}"
 
 
 # -- example cache servers and their registration ----------------------------------------
