@@ -14,9 +14,11 @@ Files:
 - ``LOCK``: held with ``flock`` while open, so two processes never share a directory.
 
 Every mutating call fsyncs before it returns, except ``append_buffered``, which hands its
-flush to the caller (control.raft.storage.BufferedAppend). On open, a torn tail of
-``raft.log`` is truncated (and logged); any other checksum failure refuses to start
-(control.raft.records).
+flush to the caller (control.raft.storage.BufferedAppend). Opening fsyncs every file it
+reads and the directory before it returns: a process killed during a flush leaves its
+write in the page cache, where it reads back whole but is not yet durable. On open, a torn
+tail of ``raft.log`` is truncated (and logged) unless that would drop an entry the stored
+commit index covers; any other damage refuses to start (control.raft.records).
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class DiskStorage:
     """Implements :class:`~control.raft.storage.Storage` on files in ``path``.
 
     Raises :class:`DataDirError` if the directory is missing (unless ``create``), not a
-    directory, unusable or locked, :class:`CorruptRecordError` for corruption before the
-    tail, and :class:`StorageError` for failed reads and writes. Close it (or use it as a
+    directory, unusable or locked, :class:`CorruptRecordError` for damage other than a
+    torn tail, and :class:`StorageError` for failed reads and writes. Close it (or use it as a
     context manager) to release the directory lock.
     """
 
@@ -67,12 +69,14 @@ class DiskStorage:
         try:
             self._hard_state = _load_hard_state(self._file(HARD_STATE_FILE))
             self._snapshot = _load_snapshot(self._file(SNAPSHOT_FILE))
-            self._base, self._entries, self._log_end = _load_log(self._file(LOG_FILE))
+            self._base, self._entries, self._log_end = _load_log(
+                self._file(LOG_FILE), self._hard_state.commit
+            )
             with _io_errors(self._file(LOG_FILE)):
                 self._log_fd = os.open(self._file(LOG_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
                 self._log_size = os.fstat(self._log_fd).st_size
-                # The log may have just been created; its directory entry must be durable
-                # before the first fsynced append is relied on.
+                # Makes the renames that installed the files just read durable, and the
+                # log's entry if it was just created, before anything read is relied on.
                 _fsync_dir(self.path)
         except BaseException:
             os.close(self._lock_fd)
@@ -220,10 +224,12 @@ def _io_errors(path: str) -> Iterator[None]:
         raise StorageError(f"{path}: {e.strerror or e}") from e
 
 
-def _read(path: str) -> bytes | None:
+def _read_durable(path: str) -> bytes | None:
+    """The file's contents, flushed to disk first, or None if it does not exist."""
     with _io_errors(path):
         try:
             with open(path, "rb") as f:
+                os.fsync(f.fileno())
                 return f.read()
         except FileNotFoundError:
             return None
@@ -262,7 +268,7 @@ def _fsync_dir(path: str) -> None:
 
 def _single_record(path: str) -> tuple[int, bytes] | None:
     """The one record of an atomically replaced file; any damage there is corruption."""
-    buf = _read(path)
+    buf = _read_durable(path)
     if buf is None:
         return None
     scan = scan_records(buf, path)
@@ -295,13 +301,21 @@ def _load_snapshot(path: str) -> Snapshot | None:
     return Snapshot(index, term, payload[_SNAPSHOT.size :])
 
 
-def _load_log(path: str) -> tuple[int, list[Entry], int]:
-    """The stored base index and entries, and the byte offset where the next record goes."""
-    buf = _read(path)
+def _load_log(path: str, commit: int) -> tuple[int, list[Entry], int]:
+    """The stored base index and entries, and the byte offset where the next record goes.
+
+    ``commit`` is the stored commit index: a torn tail is never a record it covers, since
+    the hard state is saved after the entries it commits."""
+    buf = _read_durable(path)
     if buf is None:
         return 0, [], 0
     scan = scan_records(buf, path)
+    base, entries = _decode_log(path, scan.records)
     if scan.torn:
+        if base + len(entries) < commit:
+            raise CorruptRecordError(
+                path, scan.end, f"a torn tail here would drop committed entries up to {commit}"
+            )
         log.warning(
             "%s: truncating torn tail at byte offset %d (%d bytes)",
             path,
@@ -315,8 +329,12 @@ def _load_log(path: str) -> tuple[int, list[Entry], int]:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+    return base, entries, scan.end
+
+
+def _decode_log(path: str, records: list[tuple[int, bytes]]) -> tuple[int, list[Entry]]:
     base, entries = 0, list[Entry]()
-    for offset, payload in scan.records:
+    for offset, payload in records:
         try:
             if payload[:1] == _BASE:
                 (base,) = _U64.unpack(payload[1:])
@@ -330,7 +348,7 @@ def _load_log(path: str) -> tuple[int, list[Entry], int]:
             raise CorruptRecordError(path, offset, f"entries start at {first}, a gap in the log")
         del entries[first - base - 1 :]
         entries.extend(batch)
-    return base, entries, scan.end
+    return base, entries
 
 
 def _encode_entries(entries: Sequence[Entry]) -> bytes:

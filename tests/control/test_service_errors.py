@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from control.raft.records import scan_records
 from tests.support.control_cluster import TOKEN, ControlCluster, backend_url
 from tests.support.servers import LOOPBACK, ProcessGroup, free_port, ringleader_argv, wait_until
 
@@ -213,8 +214,10 @@ def test_corrupt_log_refuses_to_start(
     data = _populated_data_dir(procs, tmp_path, token_file)
     log = data / "raft.log"
     raw = bytearray(log.read_bytes())
-    assert len(raw) > 200
-    raw[len(raw) // 3] ^= 0xFF  # a flipped byte well before the tail
+    # Inside the records, not the zero reserve after them: damage there is a torn write.
+    end = scan_records(bytes(raw), str(log)).end
+    assert end > 200
+    raw[end // 3] ^= 0xFF  # a flipped byte well before the tail
     log.write_bytes(bytes(raw))
     result = run_control(args_for(tmp_path, token_file, data_dir=data))
     assert result.returncode == 1

@@ -14,7 +14,7 @@ from control.raft.diskstore import HARD_STATE_FILE, LOG_FILE, SNAPSHOT_FILE, Dis
 from control.raft.errors import CorruptRecordError, DataDirError, StorageError
 from control.raft.memstore import MemoryStorage
 from control.raft.ready import Compaction, Ready
-from control.raft.records import scan_records
+from control.raft.records import HEADER, SECTOR, scan_records
 from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
 from control.raft.types import Entry, HardState, Role, Snapshot, SoftState
 from tests.control.raft.harness import log_of
@@ -98,8 +98,15 @@ class _Recorder(MemoryStorage):
 
 def test_persist_order_keeps_commit_within_the_stored_log() -> None:
     s = _Recorder()
-    rd = Ready(SoftState(Role.FOLLOWER, 1, 2), HardState(2, None, 6), (Entry(6, 2),),
-               Snapshot(5, 2, b""), (), (), ())
+    rd = Ready(
+        SoftState(Role.FOLLOWER, 1, 2),
+        HardState(2, None, 6),
+        (Entry(6, 2),),
+        Snapshot(5, 2, b""),
+        (),
+        (),
+        (),
+    )
     persist_ready(s, rd)
     assert s.ops == ["snapshot", "reset", "append", "hard_state"]
     s.ops.clear()
@@ -127,10 +134,13 @@ def test_load_state_keeps_a_log_that_continues_the_snapshot() -> None:
 # --------------------------------------------------------------------- disk recovery
 
 
+THIRD = bytes(range(1, 256)) * 6  # no zero byte, and its record spans four sectors
+
+
 def _filled(path: Path) -> None:
     with DiskStorage(path, create=True) as s:
         s.append(log_of([1, 1]))
-        s.append([Entry(3, 2, data=b"third")])
+        s.append([Entry(3, 2, data=THIRD)])
         s.save_hard_state(HardState(2, 1, 2))
         s.save_snapshot(Snapshot(1, 1, b"snap"))
 
@@ -139,7 +149,7 @@ def test_reopen_recovers_everything(tmp_path: Path) -> None:
     _filled(tmp_path)
     with DiskStorage(tmp_path) as s:
         assert [e.index for e in s.load_entries()] == [1, 2, 3]
-        assert s.load_entries()[2].data == b"third"
+        assert s.load_entries()[2].data == THIRD
         assert s.load_hard_state() == HardState(2, 1, 2)
         assert s.load_snapshot() == Snapshot(1, 1, b"snap")
         s.compact(2)
@@ -154,35 +164,98 @@ def _written(path: Path) -> bytes:
     return raw[: scan_records(raw, str(path)).end]
 
 
+def _last_record(data: bytes) -> int:
+    return scan_records(data, "raft.log").records[-1][0]
+
+
+def _unwritten(data: bytes, start: int) -> bytes:
+    """`data` as it reads if the write of its bytes from `start` to the end of that sector
+    never landed: the sector keeps its old contents, zeros from `start` on."""
+    end = (start // SECTOR + 1) * SECTOR
+    return data[:start] + bytes(len(data[start:end])) + data[end:]
+
+
+RESERVE = bytes(4096)
+
+Damage = Callable[[bytes, int], bytes]  # the log's records and the last one's offset
+
+
 @pytest.mark.parametrize(
     ("damage", "survivors"),
     [
-        pytest.param(lambda data: data[:-3], [1, 2], id="partial-record"),
-        pytest.param(lambda data: data[:-9] + b"\xff" * 9, [1, 2], id="garbled-last-record"),
+        pytest.param(lambda data, last: data[:-3], [1, 2], id="cut-mid-record"),
         pytest.param(
-            lambda data: data[:-9] + bytes(9 + 4096), [1, 2], id="partial-record-then-reserve"
+            lambda data, last: _unwritten(data, last) + RESERVE, [1, 2], id="lost-header-sector"
         ),
-        pytest.param(lambda data: data + b"RF", [1, 2, 3], id="partial-header"),
         pytest.param(
-            lambda data: data + b"RF" + bytes(4096), [1, 2, 3], id="partial-header-then-reserve"
+            lambda data, last: _unwritten(data, (last // SECTOR + 1) * SECTOR) + RESERVE, [1, 2],
+            id="lost-middle-sector",
         ),
+        pytest.param(
+            lambda data, last: _unwritten(data, (len(data) - 1) // SECTOR * SECTOR) + RESERVE,
+            [1, 2], id="lost-final-sector",
+        ),
+        pytest.param(lambda data, last: data + b"RF", [1, 2, 3], id="cut-mid-header"),
     ],
-)
+)  # fmt: skip
 def test_torn_tail_is_truncated_and_the_node_starts(
     tmp_path: Path,
-    damage: Callable[[bytes], bytes],
+    damage: Damage,
     survivors: list[int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _filled(tmp_path)
     log_path = tmp_path / LOG_FILE
-    log_path.write_bytes(damage(_written(log_path)))
+    data = _written(log_path)
+    log_path.write_bytes(damage(data, _last_record(data)))
     with caplog.at_level(logging.WARNING), DiskStorage(tmp_path) as s:
         assert [e.index for e in s.load_entries()] == survivors
         s.append([Entry(len(survivors) + 1, 5)])
     assert "torn tail" in caplog.text
     with DiskStorage(tmp_path) as s:
         assert s.load_entries()[-1] == Entry(len(survivors) + 1, 5)
+
+
+@pytest.mark.parametrize(
+    ("damage", "defect"),
+    [
+        pytest.param(
+            lambda data, last: data[:-9] + b"\xff" * 9 + RESERVE,
+            "payload checksum mismatch though every sector", id="garbled-last-bytes",
+        ),
+        pytest.param(
+            lambda data, last: data[:-9] + bytes(9) + RESERVE,
+            "payload checksum mismatch though every sector", id="zeros-within-a-sector",
+        ),
+        pytest.param(
+            lambda data, last: data[:last] + b"\xff" + data[last + 1 :] + RESERVE,
+            "no record header", id="garbled-last-header",
+        ),
+    ],
+)  # fmt: skip
+def test_damage_no_torn_write_leaves_in_the_last_record_refuses_to_start(
+    tmp_path: Path, damage: Damage, defect: str
+) -> None:
+    """Sectors land whole or read as zeros, so damage inside a sector that landed is not a
+    torn write: the last record was acknowledged and must not be dropped."""
+    _filled(tmp_path)
+    log_path = tmp_path / LOG_FILE
+    data = _written(log_path)
+    last = _last_record(data)
+    log_path.write_bytes(damage(data, last))
+    with pytest.raises(CorruptRecordError, match=f"byte offset {last}: {defect}"):
+        DiskStorage(tmp_path)
+
+
+def test_a_torn_tail_that_would_drop_committed_entries_refuses_to_start(tmp_path: Path) -> None:
+    _filled(tmp_path)
+    log_path = tmp_path / LOG_FILE
+    data = _written(log_path)
+    with DiskStorage(tmp_path) as s:
+        s.save_hard_state(HardState(2, 1, 3))  # entry 3 is committed: its record was durable
+    log_path.write_bytes(data[:-3])
+    with pytest.raises(CorruptRecordError, match="would drop committed entries up to 3"):
+        DiskStorage(tmp_path)
 
 
 def test_torn_tail_is_cut_at_the_last_whole_record(tmp_path: Path) -> None:
@@ -292,9 +365,9 @@ def test_checksum_mismatch_before_the_tail_refuses_to_start(tmp_path: Path) -> N
 def test_bad_header_before_the_tail_refuses_to_start(tmp_path: Path) -> None:
     _filled(tmp_path)
     data = (tmp_path / LOG_FILE).read_bytes()
-    second = 12 + int.from_bytes(data[4:8], "big")
+    second = HEADER.size + int.from_bytes(data[4:8], "big")
     _flip(tmp_path / LOG_FILE, second)
-    with pytest.raises(CorruptRecordError, match=f"byte offset {second}: bad record header"):
+    with pytest.raises(CorruptRecordError, match=f"byte offset {second}: no record header"):
         DiskStorage(tmp_path)
 
 
