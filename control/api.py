@@ -53,6 +53,7 @@ from control.registry import (
     validate_hash,
 )
 from control.transport import FrameError, FrameReader
+from control.ui import FleetPage
 from ringleader.token import authorized
 from ringleader.wire import HealthReport, WireError
 
@@ -190,10 +191,12 @@ class ControlAPI:
             ("/v1/pools/{pool}/ring", self.ring, "GET"),
             ("/v1/pools/{pool}/rollback", self.rollback, "POST"),
             ("/v1/pools/{pool}/reports", self.health_report, "POST"),
+            ("/v1/pools/{pool}/proxies", self.reporting_proxies, "GET"),
             ("/v1/events", self.events, "GET"),
             ("/metrics", self.metrics, "GET"),
             ("/healthz", self.healthz, "GET"),
             ("/readyz", self.readyz, "GET"),
+            *FleetPage(self._registry, self._peers, self._node.status, self._forwarder).routes(),
         ]
         # Peer RPC checks its token itself, and streams: its limit is per frame.
         admitted = [
@@ -496,21 +499,39 @@ class ControlAPI:
 
         return await self._command(request, build)
 
-    async def health_report(self, request: Request) -> Response:
-        """A proxy's view of its backends, for the failure detector on the leader."""
+    async def _at_detector(
+        self, request: Request, handler: Callable[[str], Awaitable[Response]]
+    ) -> Response:
+        """`handler(pool)` on the leader: the failure detector's state lives only there."""
         if self._node.soft_state.role is not Role.LEADER:
             return await self._forward(request, self._node.soft_state.leader)
         pool = request.path_params["pool"]
         if pool not in self._registry.pools:
             return refused(FailureCode.UNKNOWN_POOL, f"no pool named {pool!r}")
-        try:
-            report = HealthReport.from_json(await _body(request))
-        except _BadRequest as exc:
-            return exc.response()
-        except WireError as exc:
-            return error(400, "bad_report", str(exc))
-        self._detector.report(pool, report)
-        return Response(status_code=204)
+        return await handler(pool)
+
+    async def health_report(self, request: Request) -> Response:
+        """A proxy's view of its backends, for the failure detector on the leader."""
+
+        async def take(pool: str) -> Response:
+            try:
+                report = HealthReport.from_json(await _body(request))
+            except _BadRequest as exc:
+                return exc.response()
+            except WireError as exc:
+                return error(400, "bad_report", str(exc))
+            self._detector.report(pool, report)
+            return Response(status_code=204)
+
+        return await self._at_detector(request, take)
+
+    async def reporting_proxies(self, request: Request) -> Response:
+        """The proxies the failure detector has heard from: when, their epoch, their verdicts."""
+
+        async def view(pool: str) -> Response:
+            return JSONResponse(self._detector.proxies(pool).to_json())
+
+        return await self._at_detector(request, view)
 
     # -- forwarding --------------------------------------------------------------------------
 

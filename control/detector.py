@@ -32,9 +32,13 @@ from control.registry import AdminState, Outcome, Pool, Refused, Registry
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendError, ClientSettings, make_client
 from ringleader.wire import Health as Verdict
-from ringleader.wire import HealthReport
+from ringleader.wire import HealthReport, ProxiesDocument, ReportingProxy
 
 log = logging.getLogger("ringleader.detector")
+
+# A proxy silent for this many report TTLs is forgotten: proxy identities churn (every new
+# pod is a new one), and the detector's memory of them must stay bounded.
+FORGET_AFTER_TTLS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,7 @@ class _Observation:
 @dataclass(slots=True)
 class _ProxyReport:
     received_at: float
+    epoch: int | None
     backends: dict[str, _Observation] = field(default_factory=dict)
 
 
@@ -89,8 +94,12 @@ class FailureDetector:
         self._leader_since = None
 
     def report(self, pool: str, report: HealthReport, now: float) -> None:
-        previous = self._reports.get(pool, {}).get(report.proxy)
-        kept = _ProxyReport(received_at=now)
+        known = self._reports.setdefault(pool, {})
+        forget = self.settings.report_ttl * FORGET_AFTER_TTLS
+        for proxy in [p for p, r in known.items() if now - r.received_at > forget]:
+            del known[proxy]
+        previous = known.get(report.proxy)
+        kept = _ProxyReport(received_at=now, epoch=report.epoch)
         for name, seen in report.backends.items():
             if seen.state == "unknown":
                 continue
@@ -104,11 +113,21 @@ class FailureDetector:
                 proxy_since=seen.since,
                 up_since=up_since,
             )
-        self._reports.setdefault(pool, {})[report.proxy] = kept
+        known[report.proxy] = kept
 
     def reporters(self, pool: str, now: float) -> dict[str, _ProxyReport]:
         ttl = self.settings.report_ttl
         return {p: r for p, r in self._reports.get(pool, {}).items() if now - r.received_at <= ttl}
+
+    def proxies(self, pool: str, now: float, wall_now: float) -> ProxiesDocument:
+        """Every proxy remembered for `pool`, reporting or not; `wall_now` is the unix time
+        at monotonic `now`, to date each last report."""
+        proxies = []
+        for proxy, report in sorted(self._reports.get(pool, {}).items()):
+            age = now - report.received_at
+            verdicts = {name: seen.state for name, seen in report.backends.items()}
+            proxies.append(ReportingProxy(proxy, wall_now - age, age, report.epoch, verdicts))
+        return ProxiesDocument(pool, self.settings.report_ttl, tuple(proxies))
 
     def decide(self, pool: Pool, now: float) -> tuple[list[Decision], list[str]]:
         """The ring changes to commit now, and the backends held back by the ejection cap."""
@@ -195,6 +214,9 @@ class DetectorLoop:
         self._metrics.detector_reports.labels(pool).inc()
         self._detector.report(pool, report, time.monotonic())
         self._wake.set()
+
+    def proxies(self, pool: str) -> ProxiesDocument:
+        return self._detector.proxies(pool, time.monotonic(), time.time())
 
     async def run(self) -> None:
         while True:

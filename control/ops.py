@@ -2,6 +2,9 @@
 
 Each talks to the control plane through any of the `--control` URLs, prints a readable
 table, or JSON with `--json`, and exits non-zero with a one-line message on failure.
+
+Ring changes take `--wait`: after the write commits, the command polls the proxies view
+until every proxy that reported within the detector's window routes on the new epoch.
 """
 
 from __future__ import annotations
@@ -10,20 +13,23 @@ import argparse
 import asyncio
 import datetime
 import json
+import math
 import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 from ringleader.control_client import ControlClient, ControlError, split_urls
 from ringleader.ring import KetamaRing
 from ringleader.token import TokenError, load_token
-from ringleader.wire import RingDocument, WireError
+from ringleader.wire import ProxiesDocument, ReportingProxy, RingDocument, WireError
 
 CONTROL_ENV = "RINGLEADER_CONTROL"
 DEFAULT_CONTROL = "http://127.0.0.1:7000"
+WAIT_TIMEOUT = 10.0
+WAIT_POLL_SECONDS = 0.1
 
 Command = Callable[[ControlClient, argparse.Namespace], Awaitable[Any]]
 
@@ -44,6 +50,27 @@ def _common(parser: argparse.ArgumentParser, pool: bool = True) -> None:
         parser.add_argument("--pool", default="default", metavar="NAME")
 
 
+def _waiting(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", action="store_true",
+        help="return once every proxy that reported recently routes on the new epoch",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait-timeout", type=_seconds, default=WAIT_TIMEOUT, metavar="SECONDS",
+        help="with --wait: fail, naming the proxies behind, after this long (default %(default)g)",
+    )  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def add_commands(sub: Any) -> None:
     backend = sub.add_parser("backend", help="add, remove, drain or list backends")
     actions = backend.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -54,6 +81,7 @@ def add_commands(sub: Any) -> None:
         p.add_argument("target", metavar="URL" if name == "add" else "NAME")
         p.add_argument("--why", default="", help="reason, recorded in the event history")
         _common(p)
+        _waiting(p)
         p.set_defaults(func=runner(backend_change))
     listing = actions.add_parser("list", help="list the pool's backends")
     _common(listing)
@@ -88,6 +116,7 @@ def add_commands(sub: Any) -> None:
     rollback.add_argument("epoch", type=int)
     rollback.add_argument("--why", default="", help="reason, recorded in the event history")
     _common(rollback)
+    _waiting(rollback)
     rollback.set_defaults(func=runner(_rollback))
 
 
@@ -133,12 +162,78 @@ async def backend_change(client: ControlClient, args: argparse.Namespace) -> Any
     else:
         method, path = "POST", f"{base}/{quote(args.target, safe='')}/{args.action}"
     reply = await client.request(method, path, json=body, headers=_headers(args))
-    if args.json:
-        return reply.body
     unchanged = " (no change)" if reply.body.get("unchanged") else ""
-    return (
+    line = (
         f"{args.action} {args.target}: pool {args.pool} at epoch {reply.body['epoch']}{unchanged}"
     )
+    return await _committed(client, args, reply.body, line)
+
+
+async def _committed(
+    client: ControlClient, args: argparse.Namespace, body: dict[str, Any], line: str
+) -> Any:
+    """What a ring change prints: `line` (or `body` with --json), and with --wait the
+    progress of the proxies towards its epoch, which goes to stderr under --json."""
+    if not args.wait:
+        return body if args.json else line
+    if not args.json:
+        print(line, flush=True)
+    progress = sys.stderr if args.json else sys.stdout
+    await wait_for_proxies(client, args.pool, int(body["epoch"]), args.wait_timeout, progress)
+    return body if args.json else None
+
+
+async def wait_for_proxies(
+    client: ControlClient, pool: str, epoch: int, within: float, out: TextIO
+) -> None:
+    """Returns once every proxy that reported within the detector's window routes on
+    `epoch` or later, printing progress to `out`; raises ControlError naming the proxies
+    still behind after `within` seconds. With no reporting proxy there is nothing to wait
+    for, and it says so."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    path = f"/v1/pools/{quote(pool, safe='')}/proxies"
+    shown: tuple[int, int] | None = None
+    behind: list[ReportingProxy] = []
+    reporting = 0
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                reply = await client.request("GET", path)
+                try:
+                    view = ProxiesDocument.from_json(reply.body)
+                except WireError as exc:
+                    raise ControlError(f"{reply.url}: {exc}") from None
+                recent = view.reporting()
+                if not recent:
+                    window = f"{view.window_seconds:g} s"
+                    print(f"epoch {epoch}: no proxy reported in the last {window}; "
+                          "nothing to wait for", file=out, flush=True)  # fmt: skip
+                    return
+                reporting = len(recent)
+                behind = [p for p in recent if p.epoch is None or p.epoch < epoch]
+                routed = (reporting - len(behind), reporting)
+                if not behind:
+                    took = loop.time() - start
+                    print(f"epoch {epoch}: {routed[0]}/{routed[1]} proxies in {took:.2f} s",
+                          file=out, flush=True)  # fmt: skip
+                    return
+                if routed != shown:
+                    print(f"epoch {epoch}: {routed[0]}/{routed[1]} proxies", file=out, flush=True)
+                    shown = routed
+                await asyncio.sleep(WAIT_POLL_SECONDS)
+    except TimeoutError:
+        if not reporting:
+            raise ControlError(
+                f"epoch {epoch}: no answer from the proxies view within {within:g} s"
+            ) from None
+        laggards = ", ".join(
+            f"{p.proxy} at epoch {'unknown' if p.epoch is None else p.epoch}" for p in behind
+        )
+        raise ControlError(
+            f"epoch {epoch}: {reporting - len(behind)}/{reporting} proxies after {within:g} s; "
+            f"behind: {laggards}"
+        ) from None
 
 
 async def _backend_list(client: ControlClient, args: argparse.Namespace) -> Any:
@@ -242,10 +337,9 @@ async def _rollback(client: ControlClient, args: argparse.Namespace) -> Any:
         "POST", _pool_path(args) + "/rollback", json={"epoch": args.epoch, "why": args.why},
         headers=_headers(args),
     )  # fmt: skip
-    if args.json:
-        return reply.body
     epoch = reply.body["epoch"]
-    return f"pool {args.pool}: membership of epoch {args.epoch} restored as epoch {epoch}"
+    line = f"pool {args.pool}: membership of epoch {args.epoch} restored as epoch {epoch}"
+    return await _committed(client, args, reply.body, line)
 
 
 def _time(ts: float) -> str:

@@ -1,7 +1,9 @@
-"""Reports the proxy's view of its backends to the control plane's failure detector.
+"""Reports the proxy's view of its backends, and the ring epoch it routes on, to the
+control plane's failure detector.
 
-A report goes out whenever a verdict changes and at least every `interval` otherwise, so
-the detector can tell a proxy with nothing to say from one that is gone.
+A report goes out whenever a verdict or the routed epoch changes, and at least every
+`interval` otherwise, so the detector can tell a proxy with nothing to say from one that is
+gone, and `--wait` learns of a new ring as soon as every worker routes on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 
 from proxy.config import ProxyConfig
 from proxy.health import BackendHealth
+from proxy.telemetry import Snapshot
 from ringleader.control_client import ControlClient, ControlError
 from ringleader.wire import HealthReport
 
@@ -27,11 +30,45 @@ def proxy_identity(config: ProxyConfig) -> str:
     return f"{socket.gethostname()}/{config.listen}"
 
 
+class RoutedEpoch:
+    """The ring epoch the proxy routes on: the lowest its workers have installed, as the
+    `epoch_gauge` of their metrics snapshots says (a worker sets it after installing a ring).
+
+    A worker not heard from yet is left out: it was spawned with the supervisor's newest
+    ring, at or above every epoch another worker has installed, so the lowest of the rest is
+    still one that every worker routes on or above. None until some worker is heard from.
+    """
+
+    def __init__(self, epoch_gauge: str) -> None:
+        self._gauge = epoch_gauge
+        self._workers: dict[int, int] = {}
+
+    @property
+    def lowest(self) -> int | None:
+        return min(self._workers.values(), default=None)
+
+    def worker_metrics(self, pid: int, snapshot: Snapshot) -> bool:
+        """Takes a worker's snapshot; True if the lowest epoch changed."""
+        sample = snapshot.get(self._gauge, {}).get(())
+        if not sample:
+            return False
+        before = self.lowest
+        self._workers[pid] = int(sample[0])
+        return self.lowest != before
+
+    def worker_exited(self, pid: int) -> bool:
+        """True if the lowest epoch changed."""
+        before = self.lowest
+        self._workers.pop(pid, None)
+        return self.lowest != before
+
+
 class HealthReporter:
     def __init__(
         self,
         config: ProxyConfig,
         view: dict[str, BackendHealth],
+        epoch_gauge: str,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._client = ControlClient(
@@ -40,6 +77,7 @@ class HealthReporter:
         self._path = f"/v1/pools/{quote(config.pool, safe='')}/reports"
         self._identity = proxy_identity(config)
         self._view = view
+        self._routed = RoutedEpoch(epoch_gauge)
         self._interval = config.report_interval
         self._wake = asyncio.Event()
         self._failing = False
@@ -47,11 +85,21 @@ class HealthReporter:
     def changed(self) -> None:
         self._wake.set()
 
+    def worker_metrics(self, pid: int, snapshot: Snapshot) -> None:
+        """A worker's metrics snapshot, which carries the epoch it routes on."""
+        if self._routed.worker_metrics(pid, snapshot):
+            self._wake.set()
+
+    def worker_exited(self, pid: int) -> None:
+        if self._routed.worker_exited(pid):
+            self._wake.set()
+
     def report(self) -> HealthReport:
         return HealthReport(
             proxy=self._identity,
             backends={name: h.observation() for name, h in self._view.items()},
             interval=self._interval,
+            epoch=self._routed.lowest,
         )
 
     async def run(self) -> None:

@@ -1,5 +1,6 @@
-"""The documents the two planes exchange: the ring a pool routes with, and a proxy's health
-report. Each is written by one plane and read by the other, so both use these types.
+"""The documents the two planes exchange: the ring a pool routes with, a proxy's health
+report, and the control plane's view of its reporting proxies. Each is written by one side
+and read by another, so both use these types.
 
 Compatibility: the JSON field names are those of the first, untyped version. Every document
 carries its format version in `v`; a reader takes a missing `v` as version 1 (what nodes
@@ -154,12 +155,16 @@ class HealthReport:
     proxy: str  # stable across restarts of one proxy, distinct between proxies
     backends: Mapping[str, BackendObservation]
     interval: float | None = None  # seconds between reports when nothing changes
+    # The ring epoch every worker of the proxy routes on (or above); None until known, and
+    # from proxies that predate the field.
+    epoch: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "v": VERSION,
             "proxy": self.proxy,
             "interval": self.interval,
+            "epoch": self.epoch,
             "backends": {name: seen.to_json() for name, seen in self.backends.items()},
         }
 
@@ -170,6 +175,66 @@ class HealthReport:
             proxy=f.string("proxy"),
             backends={name: BackendObservation._read(b) for name, b in f.mapping("backends")},
             interval=f.optional_number("interval", positive=True),
+            epoch=f.optional_whole("epoch"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReportingProxy:
+    """One proxy as the leader's failure detector last heard from it."""
+
+    proxy: str
+    last_seen: float  # unix time of its last report, by the leader's clock
+    age_seconds: float
+    epoch: int | None  # as its last report said (HealthReport.epoch)
+    verdicts: Mapping[str, Health]  # backends it has a verdict on; `unknown` ones left out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "proxy": self.proxy,
+            "last_seen": self.last_seen,
+            "age_seconds": self.age_seconds,
+            "epoch": self.epoch,
+            "verdicts": dict(self.verdicts),
+        }
+
+    @classmethod
+    def _read(cls, f: _Fields) -> Self:
+        return cls(
+            proxy=f.string("proxy"),
+            last_seen=f.number("last_seen"),
+            age_seconds=f.number("age_seconds"),
+            epoch=f.optional_whole("epoch"),
+            verdicts=f.choices("verdicts", HEALTH),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProxiesDocument:
+    """The proxies that report on a pool, as `GET /v1/pools/{pool}/proxies` serves them."""
+
+    pool: str
+    window_seconds: float  # a proxy counts as reporting if its last report is this recent
+    proxies: tuple[ReportingProxy, ...]
+
+    def reporting(self) -> tuple[ReportingProxy, ...]:
+        return tuple(p for p in self.proxies if p.age_seconds <= self.window_seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "pool": self.pool,
+            "window_seconds": self.window_seconds,
+            "proxies": [p.to_json() for p in self.proxies],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Self:
+        f = _Fields.open("proxies document", data)
+        return cls(
+            pool=f.string("pool"),
+            window_seconds=f.number("window_seconds", positive=True),
+            proxies=tuple(ReportingProxy._read(p) for p in f.objects("proxies")),
         )
 
 
@@ -232,16 +297,26 @@ class _Fields:
             raise self._expected(key, "a whole number", value)
         return value
 
+    def optional_whole(self, key: str) -> int | None:
+        value = self._get(key, None)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise self._expected(key, "a whole number or null", value)
+        return value
+
     def positive_int(self, key: str) -> int:
         value = self._get(key)
         if not _is_int(value) or value < 1:
             raise self._expected(key, "a positive integer", value)
         return value
 
+    def number(self, key: str, positive: bool = False) -> float:
+        return self._number(key, self._get(key), positive, "")
+
     def optional_number(self, key: str, positive: bool = False) -> float | None:
         value = self._get(key, None)
-        if value is None:
-            return None
+        return None if value is None else self._number(key, value, positive, " or null")
+
+    def _number(self, key: str, value: object, positive: bool, or_else: str) -> float:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -250,7 +325,7 @@ class _Fields:
             or (positive and value == 0)
         ):
             what = "a positive number" if positive else "a number >= 0"
-            raise self._expected(key, what + " or null", value)
+            raise self._expected(key, what + or_else, value)
         return float(value)
 
     def backend_url(self, key: str) -> str:
@@ -272,6 +347,11 @@ class _Fields:
         if not isinstance(items, dict):
             raise self._expected(key, "a JSON object", items)
         return [(name, self._nested(f"{key}[{name!r}]", item)) for name, item in items.items()]
+
+    def choices(self, key: str, choices: tuple[_Choice, ...]) -> dict[str, _Choice]:
+        """A JSON object whose every value is one of `choices`."""
+        items = self._nested(key, self._get(key))
+        return {name: items.choice(name, choices) for name in items.data}
 
     def _nested(self, key: str, value: object) -> _Fields:
         if not isinstance(value, dict):

@@ -107,6 +107,10 @@ class KetamaRing:
     def point_count(self) -> int:
         return len(self._points)
 
+    def continuum(self) -> list[tuple[int, BackendSpec]]:
+        """Every point of the circle in order, with its owner: what lookups search."""
+        return list(zip(self._points, self._owners, strict=True))
+
     def lookup(self, key: bytes) -> BackendSpec:
         # ketama_dispatch: the first point >= hash, wrapping past the end.
         i = bisect_left(self._points, self._hash(key))

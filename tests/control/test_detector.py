@@ -7,13 +7,19 @@ import asyncio
 import pytest
 
 from control.commands import Health, SetHealth, command_from_bytes
-from control.detector import DetectorLoop, DetectorSettings, FailureDetector
+from control.detector import FORGET_AFTER_TTLS, DetectorLoop, DetectorSettings, FailureDetector
 from control.metrics import ControlMetrics
 from control.raft.types import Role, SoftState
 from control.registry import Applied, Backend, Outcome, Pool
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendUnavailable
-from ringleader.wire import BackendObservation, HealthReport, ProbeState
+from ringleader.wire import (
+    BackendObservation,
+    HealthReport,
+    ProbeState,
+    ProxiesDocument,
+    ReportingProxy,
+)
 
 SETTINGS = DetectorSettings(report_ttl=6.0, hysteresis=5.0, max_eject_fraction=0.5)
 
@@ -48,6 +54,29 @@ def test_a_majority_of_reporting_proxies_marks_a_backend_down() -> None:
     assert [(d.backend, d.health) for d in decisions] == [("b", "down")]
     assert set(decisions[0].evidence) == {"p1", "p2"}
     assert held == []
+
+
+def test_the_proxies_view_dates_each_report_and_keeps_its_epoch_and_verdicts() -> None:
+    detector = leading_detector()
+    detector.report("default", seen("p2", a="up", b="down", c="unknown"), 10.0)
+    detector.report("default", HealthReport("p1", {"a": BackendObservation("up")}, epoch=9), 12.0)
+    detector.report("other", seen("p3", a="up"), 12.0)
+    p1 = ReportingProxy("p1", last_seen=999.0, age_seconds=1.0, epoch=9, verdicts={"a": "up"})
+    p2 = ReportingProxy("p2", 997.0, 3.0, None, {"a": "up", "b": "down"})  # "c" is unknown
+    view = detector.proxies("default", now=13.0, wall_now=1000.0)
+    assert view == ProxiesDocument("default", SETTINGS.report_ttl, (p1, p2))
+    assert detector.proxies("unknown", 13.0, 1000.0).proxies == ()
+
+
+def test_a_long_silent_proxy_is_forgotten() -> None:
+    detector = leading_detector()
+    detector.report("default", seen("gone", a="up"), 0.0)
+    detector.report("default", seen("kept", a="up"), 1.0)
+    later = SETTINGS.report_ttl * FORGET_AFTER_TTLS + 0.5
+    assert len(detector.proxies("default", later, later).proxies) == 2
+    detector.report("default", seen("new", a="up"), later)
+    names = [p.proxy for p in detector.proxies("default", later, later).proxies]
+    assert names == ["kept", "new"]
 
 
 def test_one_proxy_of_two_is_not_a_quorum() -> None:

@@ -1,5 +1,5 @@
 """HealthReporter against an in-process control plane (httpx.MockTransport): what it
-sends, and when."""
+sends, and when; and the routed epoch it reports, from the workers' metrics snapshots."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import httpx
 
 from proxy.config import ProxyConfig, build
 from proxy.health import BackendHealth
-from proxy.reporter import HealthReporter, proxy_identity
+from proxy.metrics import ProxyMetrics
+from proxy.reporter import HealthReporter, RoutedEpoch, proxy_identity
+from proxy.telemetry import Snapshot
 from ringleader.wire import BackendObservation, HealthReport
 
 # Long enough that a report sent quickly can only have been sent because of a change.
@@ -21,6 +23,14 @@ QUIET = replace(
     build({"backend": "memcached://h:1", "pool": "blue", "report-interval": 60}),
     backends=(), control=("http://c1:7000",), token="s3cret",
 )  # fmt: skip
+EPOCH_GAUGE = ProxyMetrics().ring_epoch.name
+
+
+def worker_snapshot(epoch: int) -> Snapshot:
+    """A worker's metrics snapshot once it has installed the ring at `epoch`."""
+    metrics = ProxyMetrics()
+    metrics.ring_epoch.labels().set(epoch)
+    return metrics.set.snapshot()
 
 
 class Plane:
@@ -52,7 +62,9 @@ def reporting(
 ) -> None:
     async def main() -> None:
         plane = Plane(status)
-        reporter = HealthReporter(config, view, transport=httpx.MockTransport(plane.handle))
+        reporter = HealthReporter(
+            config, view, EPOCH_GAUGE, transport=httpx.MockTransport(plane.handle)
+        )
         task = asyncio.create_task(reporter.run())
         try:
             await scenario(reporter, plane)
@@ -129,3 +141,34 @@ def test_a_refused_report_does_not_stop_the_reports() -> None:
         assert (await plane.report(within=2.0)).backends["a"].state == "down"
 
     reporting(QUIET, view, scenario, status=401)
+
+
+def test_the_routed_epoch_is_the_lowest_any_worker_has_installed() -> None:
+    routed = RoutedEpoch(EPOCH_GAUGE)
+    assert routed.lowest is None
+    assert not routed.worker_metrics(101, {})  # a snapshot without the gauge says nothing
+    assert routed.lowest is None
+    assert routed.worker_metrics(101, worker_snapshot(7))
+    assert routed.worker_metrics(102, worker_snapshot(6))
+    assert routed.lowest == 6
+    assert not routed.worker_metrics(101, worker_snapshot(8))  # 102 still routes on 6
+    assert routed.lowest == 6
+    assert routed.worker_metrics(102, worker_snapshot(8))
+    assert routed.lowest == 8
+    assert routed.worker_metrics(103, worker_snapshot(5))
+    assert routed.worker_exited(103)
+    assert routed.lowest == 8
+    assert not routed.worker_exited(103)
+
+
+def test_a_report_goes_out_at_once_when_every_worker_routes_on_a_new_epoch() -> None:
+    async def scenario(reporter: HealthReporter, plane: Plane) -> None:
+        assert (await plane.report()).epoch is None  # no worker heard from yet
+        reporter.worker_metrics(101, worker_snapshot(4))
+        reporter.worker_metrics(102, worker_snapshot(4))
+        assert (await plane.report(within=2.0)).epoch == 4
+        reporter.worker_metrics(101, worker_snapshot(5))
+        reporter.worker_metrics(102, worker_snapshot(5))
+        assert (await plane.report(within=2.0)).epoch == 5
+
+    reporting(QUIET, {"a": BackendHealth(state="up")}, scenario)

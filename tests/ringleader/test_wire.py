@@ -16,6 +16,8 @@ from ringleader.wire import (
     ActiveMember,
     BackendObservation,
     HealthReport,
+    ProxiesDocument,
+    ReportingProxy,
     RingDocument,
     RingMember,
     WireError,
@@ -62,6 +64,23 @@ health_reports = st.builds(
         max_size=5,
     ),
     interval=st.none() | st.floats(0.001, 1e6),
+    epoch=st.none() | st.integers(0, 2**63),
+)
+proxies_documents = st.builds(
+    ProxiesDocument,
+    pool=names,
+    window_seconds=st.floats(0.001, 1e6),
+    proxies=st.lists(
+        st.builds(
+            ReportingProxy,
+            proxy=names,
+            last_seen=st.floats(0, 2e9),
+            age_seconds=st.floats(0, 1e6),
+            epoch=st.none() | st.integers(0, 2**63),
+            verdicts=st.dictionaries(names, st.sampled_from(HEALTH), max_size=5),
+        ),
+        max_size=5,
+    ).map(tuple),
 )
 
 
@@ -77,6 +96,13 @@ def test_a_health_report_survives_the_wire(report: HealthReport) -> None:
     wire = json.loads(json.dumps(report.to_json()))
     assert wire["v"] == 1
     assert HealthReport.from_json(wire) == report
+
+
+@given(proxies_documents)
+def test_a_proxies_document_survives_the_wire(document: ProxiesDocument) -> None:
+    wire = json.loads(json.dumps(document.to_json()))
+    assert wire["v"] == 1
+    assert ProxiesDocument.from_json(wire) == document
 
 
 URL = "memcached://10.0.0.1:11211?name=a&weight=2"
@@ -121,6 +147,21 @@ def test_optional_fields_take_their_defaults() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     assert RingDocument.from_json(ring(shards=3)) == RingDocument.from_json(ring())
+
+
+def test_a_report_from_a_proxy_that_predates_the_epoch_has_none() -> None:
+    assert "epoch" not in report()
+    assert HealthReport.from_json(report()).epoch is None
+    assert HealthReport.from_json(report(epoch=12)).epoch == 12
+    assert HealthReport.from_json(report(epoch=None)).epoch is None
+
+
+def test_reporting_proxies_are_those_within_the_window() -> None:
+    def seen(name: str, age: float) -> ReportingProxy:
+        return ReportingProxy(name, 1e9 - age, age, 3, {"a": "up"})
+
+    document = ProxiesDocument("default", 6.0, (seen("p1", 0.5), seen("p2", 6.0), seen("p3", 9)))
+    assert [p.proxy for p in document.reporting()] == ["p1", "p2"]
 
 
 def test_the_spec_is_the_backend_url_parsed() -> None:
@@ -187,6 +228,10 @@ BAD_REPORTS: list[tuple[str, object, str]] = [
     ("zero-interval", report(interval=0),
      "health report: interval: expected a positive number or null, got 0"),
     ("future-version", report(v=3), "health report: v: unsupported version 3"),
+    ("epoch-negative", report(epoch=-1),
+     "health report: epoch: expected a whole number or null, got -1"),
+    ("epoch-float", report(epoch=1.5),
+     "health report: epoch: expected a whole number or null, got 1.5"),
 ]  # fmt: skip
 
 
@@ -194,6 +239,48 @@ BAD_REPORTS: list[tuple[str, object, str]] = [
 def test_a_malformed_health_report_is_refused_naming_the_field(data: object, message: str) -> None:
     with pytest.raises(WireError) as caught:
         HealthReport.from_json(data)
+    assert str(caught.value).startswith(message)
+
+
+def proxies(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "pool": "default", "window_seconds": 6.0,
+        "proxies": [{"proxy": "host/127.0.0.1:8080", "last_seen": 1.7e9, "age_seconds": 0.4,
+                     "epoch": 12, "verdicts": {"a": "up", "b": "down"}}],
+    }  # fmt: skip
+    doc.update(changes)
+    return doc
+
+
+def seen_proxy(**changes: Any) -> dict[str, Any]:
+    return proxies(proxies=[{**proxies()["proxies"][0], **changes}])
+
+
+BAD_PROXIES: list[tuple[str, object, str]] = [
+    ("not-an-object", None, "proxies document: expected a JSON object, got None"),
+    ("zero-window", proxies(window_seconds=0),
+     "proxies document: window_seconds: expected a positive number, got 0"),
+    ("proxies-object", proxies(proxies={}),
+     "proxies document: proxies: expected a list, got {}"),
+    ("missing-last-seen", proxies(proxies=[{"proxy": "p", "age_seconds": 1, "verdicts": {}}]),
+     "proxies document: proxies[0].last_seen: missing"),
+    ("age-null", seen_proxy(age_seconds=None),
+     "proxies document: proxies[0].age_seconds: expected a number >= 0, got None"),
+    ("epoch-string", seen_proxy(epoch="12"),
+     "proxies document: proxies[0].epoch: expected a whole number or null, got '12'"),
+    ("verdicts-list", seen_proxy(verdicts=["up"]),
+     "proxies document: proxies[0].verdicts: expected a JSON object, got ['up']"),
+    ("unknown-verdict", seen_proxy(verdicts={"a": "unknown"}),
+     "proxies document: proxies[0].verdicts.a: expected one of up, down, got 'unknown'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "message"), [pytest.param(*c[1:], id=c[0]) for c in BAD_PROXIES])
+def test_a_malformed_proxies_document_is_refused_naming_the_field(
+    data: object, message: str
+) -> None:
+    with pytest.raises(WireError) as caught:
+        ProxiesDocument.from_json(data)
     assert str(caught.value).startswith(message)
 
 
