@@ -26,13 +26,18 @@ from ringleader.token import TokenError, load_token, read_token_file
 MIN_HEADER_BYTES = 1024
 # memcached's default item size (-I 1m): a cached body larger than it could never be stored.
 MAX_HTTP_BODY_BYTES = 1024 * 1024
+# The HTTP data port when no front at all is given (before the native fronts, the only one).
+DEFAULT_LISTEN = Address("127.0.0.1", 8080)
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """The validated settings; `SETTINGS` below holds their defaults."""
 
-    listen: Address
+    # The fronts: HTTP (KV API and HTTP cache), memcached text protocol, RESP2. None: off.
+    listen: Address | None
+    memcached_listen: Address | None
+    redis_listen: Address | None
     admin: Address
     backends: tuple[BackendSpec, ...]
     hash: str
@@ -72,6 +77,19 @@ class ProxyConfig:
     body_timeout: float
     send_timeout: float
     max_connections: int
+    # The native fronts (proxy/native/): limits per worker, and the redis front's AUTH.
+    redis_password: bytes | None = field(repr=False)
+    native_max_request_bytes: int
+    native_max_keys: int
+    native_max_pipeline: int
+    native_max_connections: int
+
+    @property
+    def fronts(self) -> tuple[tuple[str, Address], ...]:
+        """(flag, address) of every front that is on."""
+        fronts = (("--listen", self.listen), ("--memcached-listen", self.memcached_listen),
+                  ("--redis-listen", self.redis_listen))  # fmt: skip
+        return tuple((flag, address) for flag, address in fronts if address is not None)
 
     @property
     def client(self) -> ClientSettings:
@@ -157,11 +175,21 @@ def _header_limit(flag: str, limit: float) -> None:
         raise ConfigError(f"{flag}: at least {MIN_HEADER_BYTES}, got {limit}")
 
 
+def _password(flag: str, path: str) -> bytes:
+    return _token(flag, path).encode()
+
+
 _CACHE = "HTTP cache"
 _PORT = "data port"
+_NATIVE = "native fronts"
 
 SETTINGS = Table((
-    Setting("listen", "str", "127.0.0.1:8080", "data plane address",
+    Setting("listen", "str", None, "HTTP front: the KV API and the HTTP cache",
+            metavar="HOST:PORT", parse=parse_address,
+            default_text=f"{DEFAULT_LISTEN} unless a native front is set"),
+    Setting("memcached-listen", "str", None, "memcached text protocol front",
+            metavar="HOST:PORT", parse=parse_address),
+    Setting("redis-listen", "str", None, "redis (RESP2) front",
             metavar="HOST:PORT", parse=parse_address),
     Setting("admin", "str", "127.0.0.1:8081", "admin address",
             metavar="HOST:PORT", parse=parse_address),
@@ -234,6 +262,20 @@ SETTINGS = Table((
             _PORT, metavar="SECONDS", check=above_zero),
     Setting("max-connections", "int", 1024, "connections per worker; more get 503",
             _PORT, metavar="N", check=above_zero),
+    Setting("redis-password-file", "path", None,
+            "the redis front requires AUTH with this password", _NATIVE, metavar="FILE",
+            parse=_password),
+    Setting("native-max-request-bytes", "int", 2 * 1024 * 1024,
+            "a larger command gets an error (a memcached value counts)",
+            _NATIVE, metavar="N", check=above_zero),
+    Setting("native-max-keys", "int", 1000, "keys in one multi-key command",
+            _NATIVE, metavar="N", check=above_zero),
+    Setting("native-max-pipeline", "int", 128,
+            "commands in flight per connection; reading pauses beyond",
+            _NATIVE, metavar="N", check=above_zero),
+    Setting("native-max-connections", "int", 1024,
+            "connections per worker and front; more are refused",
+            _NATIVE, metavar="N", check=above_zero),
 ))  # fmt: skip
 
 load_file = SETTINGS.load_file
@@ -252,13 +294,47 @@ def build(settings: Mapping[str, Any]) -> ProxyConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"--backend: two backends are named {duplicates[0]!r}; set ?name=")
+    native = {"memcached": values["memcached_listen"], "redis": values["redis_listen"]}
+    if values["listen"] is None and not any(native.values()):
+        values["listen"] = DEFAULT_LISTEN
+    _check_front_protocols(backends, native)
+    _check_distinct_addresses(values)
     return ProxyConfig(
         backends=backends,
+        redis_password=values.pop("redis_password_file"),
         token=_cluster_token(values.pop("token_file"), control),
         purge_token=values.pop("purge_token_file"),
         forward_headers=values.pop("forward_header"),
         **values,
     )
+
+
+def _check_front_protocols(
+    backends: tuple[BackendSpec, ...], native: dict[str, Address | None]
+) -> None:
+    """A native front relays its protocol as it is, so the pool must speak it. (With
+    --control the pool is known only from the ring: the front then checks each ring and
+    answers with errors while it does not match; see proxy/native/upstream.py.)"""
+    spoken = sorted({b.protocol.value for b in backends})
+    for protocol, address in native.items():
+        if address is None or not spoken or spoken == [protocol]:
+            continue
+        raise ConfigError(
+            f"--{protocol}-listen: the {protocol} front needs {protocol} backends, "
+            f"but the pool has {' and '.join(spoken)} backends"
+        )
+
+
+def _check_distinct_addresses(values: dict[str, Any]) -> None:
+    seen: dict[Address, str] = {}
+    for name in ("listen", "memcached_listen", "redis_listen", "admin"):
+        address = values[name]
+        if address is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if address in seen and address.port != 0:
+            raise ConfigError(f"{flag}: {address} is already {seen[address]}'s address")
+        seen[address] = flag
 
 
 def _cluster_token(path: str | None, control: tuple[str, ...]) -> str | None:

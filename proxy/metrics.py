@@ -118,6 +118,30 @@ class ProxyMetrics:
             (),
             buckets=ORIGIN_BUCKETS,
         )
+        # The native fronts (proxy/native/): `front` is memcached or redis, `command` a
+        # fixed set per front (anything else counts as "other").
+        self.front_commands = CounterFamily(
+            "ringleader_proxy_commands_total",
+            "Native front commands by front, command and result (ok; error: the backend "
+            "answered with an error; backend_error: the backend could not answer; "
+            "client_error: refused by the proxy: malformed, over a limit or unsupported).",
+            ("front", "command", "result"),
+        )
+        self.front_duration = HistogramFamily(
+            "ringleader_proxy_command_duration_seconds",
+            "Native front command latency, from parsing the command to its reply being ready.",
+            ("front",),
+        )
+        self.front_connections = GaugeFamily(
+            "ringleader_proxy_connections",
+            "Client connections open on each native front.",
+            ("front",),
+        )
+        self.front_refused = CounterFamily(
+            "ringleader_proxy_connections_refused_total",
+            "Client connections a native front refused: the worker was at its connection cap.",
+            ("front",),
+        )
         self.set = MetricSet(
             [
                 self.request_duration,
@@ -140,5 +164,9 @@ class ProxyMetrics:
                 self.http_cache_coalesced,
                 self.origin_requests,
                 self.origin_duration,
+                self.front_commands,
+                self.front_duration,
+                self.front_connections,
+                self.front_refused,
             ]
         )

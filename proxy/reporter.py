@@ -26,8 +26,9 @@ log = logging.getLogger("ringleader.reporter")
 
 
 def proxy_identity(config: ProxyConfig) -> str:
-    """Stable across restarts of the same proxy, distinct between proxies."""
-    return f"{socket.gethostname()}/{config.listen}"
+    """Stable across restarts of the same proxy, distinct between proxies: the host and
+    its first front's address (the HTTP one when it is on)."""
+    return f"{socket.gethostname()}/{config.fronts[0][1]}"
 
 
 class RoutedEpoch:

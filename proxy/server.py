@@ -1,7 +1,8 @@
 """`ringleader proxy`: the supervisor process.
 
-It binds the data socket once and hands it to N worker processes, serves the admin port,
-heartbeats the backends, merges the workers' metrics and restarts workers that die.
+It binds each front's socket once (HTTP, memcached, redis) and hands them to N worker
+processes, serves the admin port, heartbeats the backends, merges the workers' metrics and
+restarts workers that die.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -29,7 +29,7 @@ from proxy.reporter import HealthReporter
 from proxy.router import RingState
 from proxy.telemetry import MergedCollector, MergedMetrics, Snapshot
 from proxy.watch import RingWatcher
-from proxy.worker import DRAIN_SECONDS, WorkerSpec, worker_main
+from proxy.worker import DRAIN_SECONDS, FrontSockets, WorkerSpec, worker_main
 from ringleader.address import bind
 from ringleader.embedded import EmbeddedServer
 
@@ -44,12 +44,15 @@ class _Worker:
     process: BaseProcess
     pipe: Connection
     started: float = field(default_factory=time.monotonic)
+    # A worker's first message comes once its fronts accept (proxy/worker.py), not merely
+    # once the process runs: the shared sockets queue connections before any worker serves.
+    serving: bool = False
 
 
 class Supervisor:
-    def __init__(self, config: ProxyConfig, data_sock: socket.socket) -> None:
+    def __init__(self, config: ProxyConfig, sockets: FrontSockets) -> None:
         self._config = config
-        self._data_sock = data_sock
+        self._sockets = sockets
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
@@ -59,7 +62,11 @@ class Supervisor:
         self.prober = HealthProber(
             self.metrics, config.health_interval, config.health_timeout, self._health_changed
         )
-        self.reporter = HealthReporter(config, self.prober.view) if config.control else None
+        self.reporter = (
+            HealthReporter(config, self.prober.view, self.metrics.ring_epoch.name)
+            if config.control
+            else None
+        )
         # (worker pid, backend) -> errors that worker has seen in live traffic
         self._traffic_errors: dict[tuple[int, str], float] = {}
         self._all_exited = asyncio.Event()
@@ -83,7 +90,7 @@ class Supervisor:
         spec = WorkerSpec(index=index, config=self._config, ring=self.ring)
         process = self._ctx.Process(
             target=worker_main,
-            args=(spec, self._data_sock, child_end),
+            args=(spec, self._sockets, child_end),
             name=f"ringleader-proxy-worker-{index}",
             daemon=True,
         )
@@ -104,9 +111,12 @@ class Supervisor:
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(worker.pipe.fileno())
             return False
+        worker.serving = True
         if kind == "metrics" and worker.process.pid is not None:
             self.merged.update(worker.process.pid, payload)
             self._probe_on_traffic_errors(worker.process.pid, payload)
+            if self.reporter is not None:
+                self.reporter.worker_metrics(worker.process.pid, payload)
         return True
 
     def _probe_on_traffic_errors(self, pid: int, snapshot: Snapshot) -> None:
@@ -134,6 +144,8 @@ class Supervisor:
         worker.process.join()
         if worker.process.pid is not None:
             self.merged.retire(worker.process.pid)
+            if self.reporter is not None:
+                self.reporter.worker_exited(worker.process.pid)
             pid = worker.process.pid
             self._traffic_errors = {k: v for k, v in self._traffic_errors.items() if k[0] != pid}
         del self._workers[worker.index]
@@ -191,14 +203,15 @@ class Supervisor:
     def readiness(self) -> str | None:
         if self.watcher is not None and not self.watcher.received_first.is_set():
             return f"no ring from the control plane yet: {self.watcher.last_error or 'waiting'}"
-        running = sum(1 for w in self._workers.values() if w.process.is_alive())
+        running = sum(1 for w in self._workers.values() if w.process.is_alive() and w.serving)
         if running < self._config.workers:
-            return f"{running} of {self._config.workers} workers running"
+            return f"{running} of {self._config.workers} workers serving"
         return None
 
     def status(self) -> dict[str, Any]:
         return {
-            "listen": str(self._config.listen),
+            "listen": None if self._config.listen is None else str(self._config.listen),
+            "fronts": {flag[2:]: str(address) for flag, address in self._config.fronts},
             "source": "control" if self._config.control else "static",
             "pool": self._config.pool,
             "epoch": self.ring.epoch,
@@ -225,9 +238,9 @@ async def serve(config: ProxyConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    data_sock = bind(config.listen, "--listen")
+    sockets = FrontSockets.bind(config)
     admin_sock = bind(config.admin, "--admin")
-    supervisor = Supervisor(config, data_sock)
+    supervisor = Supervisor(config, sockets)
     registry = CollectorRegistry()
     registry.register(MergedCollector(supervisor.metrics.set, supervisor.merged))
     admin = EmbeddedServer(
@@ -237,6 +250,7 @@ async def serve(config: ProxyConfig) -> None:
                 lambda: supervisor.merged.update(os.getpid(), supervisor.metrics.set.snapshot()),
                 supervisor.readiness,
                 supervisor.status,
+                config.control,
             ),
             lifespan="off",
             access_log=False,
@@ -255,7 +269,7 @@ async def serve(config: ProxyConfig) -> None:
         "proxy listening",
         extra={
             "ctx": {
-                "listen": str(config.listen),
+                **{flag.removeprefix("--"): str(address) for flag, address in config.fronts},
                 "admin": str(config.admin),
                 "workers": config.workers,
                 "backends": [b.name for b in config.backends],
@@ -275,4 +289,4 @@ async def serve(config: ProxyConfig) -> None:
         if closable is not None:
             await closable.close()
     await supervisor.prober.close()
-    data_sock.close()
+    sockets.close()

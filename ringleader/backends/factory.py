@@ -11,4 +11,5 @@ from ringleader.backends.redis import RedisClient
 def make_client(spec: BackendSpec, settings: ClientSettings) -> CacheClient:
     if spec.protocol is Protocol.MEMCACHED:
         return MemcachedClient(spec.name, spec.host, spec.port, settings)
-    return RedisClient(spec.name, spec.host, spec.port, spec.db, settings)
+    password = spec.auth_password if spec.password or spec.password_file else None
+    return RedisClient(spec.name, spec.host, spec.port, spec.db, settings, password)

@@ -15,21 +15,45 @@ from ringleader.backends.pipeline import ConnectionPool, PipelinedConnection
 _pack: Callable[[tuple[bytes | int, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
+# The password to AUTH with, read when a connection opens (it may live in a file).
+PasswordSource = Callable[[], str | None]
+
+
 class RedisClient:
-    def __init__(self, name: str, host: str, port: int, db: int, settings: ClientSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        db: int,
+        settings: ClientSettings,
+        password: PasswordSource | None = None,
+    ) -> None:
         self._name = name
         self._db = db
-        self._pool = ConnectionPool(
-            name, host, port, settings, hiredis.Reader, self._select_db if db else None
-        )
+        self._password = password
+        handshake = self._handshake if db or password is not None else None
+        self._pool = ConnectionPool(name, host, port, settings, hiredis.Reader, handshake)
 
     @property
     def name(self) -> str:
         return self._name
 
-    async def _select_db(self, conn: PipelinedConnection) -> None:
-        reply = await conn.request(_pack((b"SELECT", self._db)))
-        self._expect("SELECT", reply, b"OK")
+    async def _handshake(self, conn: PipelinedConnection) -> None:
+        if self._password is not None:
+            try:
+                password = self._password()
+            except OSError as exc:
+                raise BackendProtocolError(
+                    self._name, f"cannot read the password file: {exc.strerror}"
+                ) from None
+            if password:
+                reply = await conn.request(_pack((b"AUTH", password.encode())))
+                # The reply names no password, so it can be shown.
+                self._expect("AUTH", reply, b"OK")
+        if self._db:
+            reply = await conn.request(_pack((b"SELECT", self._db)))
+            self._expect("SELECT", reply, b"OK")
 
     async def _call(self, *args: bytes | int) -> Any:
         reply = await self._pool.request(_pack(args))
