@@ -25,7 +25,7 @@ from proxy.admin import admin_app
 from proxy.config import ProxyConfig
 from proxy.health import HealthProber
 from proxy.metrics import ProxyMetrics
-from proxy.reporter import HealthReporter
+from proxy.reporter import HealthReporter, proxy_identity
 from proxy.router import RingState
 from proxy.telemetry import MergedCollector, MergedMetrics, Snapshot
 from proxy.watch import RingWatcher
@@ -74,9 +74,11 @@ class Supervisor:
         self.watcher: RingWatcher | None = None
         if config.control:
             control_up = self.metrics.control_up.labels()
+            # Proxies spread their watches over the control nodes (bench/control_scale.py).
             self.watcher = RingWatcher(
-                list(config.control), config.pool, self.install_ring, control_up
-            )
+                list(config.control), config.pool, self.install_ring, control_up,
+                spread_by=proxy_identity(config),
+            )  # fmt: skip
         self.metrics.ring_epoch.labels().set(self.ring.epoch)
         self.metrics.ring_backends.labels().set(len(self.ring.backends))
         self.metrics.control_up.labels().set(1.0)

@@ -42,9 +42,12 @@ class RingWatcher:
     def __init__(
         self, urls: list[str], pool: str, on_ring: Callable[[RingState], None],
         control_up: GaugeChild, rng: random.Random | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, spread_by: str | None = None,
     ) -> None:  # fmt: skip
-        self._client = ControlClient(urls, deadline=0.0, transport=transport)
+        """`spread_by`, the proxy's identity, starts the watch at a node picked by its hash
+        rather than at the first URL, so a fleet's watches spread over the control nodes
+        (any caught-up node serves them) instead of all landing on one."""
+        self._client = ControlClient(urls, deadline=0.0, transport=transport, spread_by=spread_by)
         self._path = f"/v1/pools/{quote(pool, safe='')}/ring"
         self._on_ring = on_ring
         self._control_up = control_up

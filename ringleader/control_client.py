@@ -3,11 +3,18 @@
 It takes every control URL it was given, remembers which one answered last, and moves on
 to the next on connection errors and on 503 (a node without a leader). Writes may go to any
 node: followers forward them to the leader.
+
+By default every client starts at the first URL. A fleet whose clients each hold a
+long-lived request (the proxies' ring watches) passes `spread_by`, a key stable for each
+client such as its identity, and each starts at a node picked by its hash, so the fleet's
+requests spread over every node instead of all landing on one (see BENCHMARKS.md,
+"Control plane at scale").
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +52,13 @@ def split_urls(values: Sequence[str]) -> list[str]:
     return urls
 
 
+def node_for(key: str, nodes: int) -> int:
+    """The index of the node that `key` starts at: the same in every process and release
+    (unlike hash(), which is salted per process)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % nodes
+
+
 class ControlClient:
     def __init__(
         self,
@@ -53,10 +67,12 @@ class ControlClient:
         timeout: float = 5.0,
         deadline: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        spread_by: str | None = None,
     ) -> None:
-        """``transport`` replaces the network, as httpx.MockTransport does in tests."""
+        """``transport`` replaces the network, as httpx.MockTransport does in tests;
+        ``spread_by`` picks the node asked first (see the module's docstring)."""
         self.urls = list(urls)
-        self._preferred = 0
+        self._preferred = 0 if spread_by is None else node_for(spread_by, len(self.urls))
         self._deadline = deadline
         self._http = httpx.AsyncClient(timeout=timeout, headers=bearer(token), transport=transport)
 

@@ -13,6 +13,7 @@ import httpx
 from proxy.router import RingState
 from proxy.telemetry import GaugeChild
 from proxy.watch import RingWatcher
+from ringleader.control_client import node_for
 from ringleader.wire import ActiveMember, Health, RingDocument, RingMember
 
 CONTROL = ["http://c1:7000", "http://c2:7000"]
@@ -67,22 +68,22 @@ class Plane:
 
 
 class Run:
-    def __init__(self, plane: Plane) -> None:
+    def __init__(self, plane: Plane, spread_by: str | None = None) -> None:
         self.installed: list[RingState] = []
         self.control_up = GaugeChild()
         self.control_up.set(-1.0)  # neither up nor down until the watcher says so
         self.watcher = RingWatcher(
             CONTROL, "default", self.installed.append, self.control_up,
-            rng=NoJitter(), transport=httpx.MockTransport(plane.handle),
+            rng=NoJitter(), transport=httpx.MockTransport(plane.handle), spread_by=spread_by,
         )  # fmt: skip
 
 
-def play(*steps: Step) -> tuple[Run, Plane]:
+def play(*steps: Step, spread_by: str | None = None) -> tuple[Run, Plane]:
     """Runs a watcher until the plane's script is played out."""
 
     async def scenario() -> tuple[Run, Plane]:
         plane = Plane(*steps)
-        run = Run(plane)
+        run = Run(plane, spread_by)
         task = asyncio.create_task(run.watcher.run())
         try:
             async with asyncio.timeout(10):
@@ -174,3 +175,22 @@ def test_no_ring_means_the_first_is_not_received() -> None:
     assert run.installed == []
     assert not run.watcher.received_first.is_set()
     assert run.watcher.epoch == -1
+
+
+def test_spread_by_identity_starts_the_watch_at_the_node_it_hashes_to() -> None:
+    keys = [f"cache-{i}/10.0.0.{i}:8080" for i in range(20)]
+    second = next(k for k in keys if node_for(k, len(CONTROL)) == 1)
+    _, plane = play(ring(3), ring(4), spread_by=second)
+    # Every long-poll goes there while it answers: the watch stays where it started.
+    assert [r.url.host for r in plane.requests] == ["c2", "c2", "c2"]
+    first = next(k for k in keys if node_for(k, len(CONTROL)) == 0)
+    _, plane = play(ring(3), spread_by=first)
+    assert [r.url.host for r in plane.requests] == ["c1", "c1"]
+
+
+def test_a_spread_watch_moves_on_when_its_node_fails() -> None:
+    keys = [f"cache-{i}/10.0.0.{i}:8080" for i in range(20)]
+    second = next(k for k in keys if node_for(k, len(CONTROL)) == 1)
+    run, plane = play(refused, ring(3), ring(5), spread_by=second)
+    assert [state.epoch for state in run.installed] == [3, 5]
+    assert [r.url.host for r in plane.requests] == ["c2", "c1", "c1", "c1"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from ringleader.control_client import ControlClient, ControlError, Reply
+from ringleader.control_client import ControlClient, ControlError, Reply, node_for
 
 A, B, C = "http://a:7000", "http://b:7000", "http://c:7000"
 
@@ -34,10 +34,13 @@ class Plane:
         return answer(request)
 
     def client(
-        self, urls: list[str], token: str | None = None, deadline: float = 10.0
-    ) -> ControlClient:
+        self, urls: list[str], token: str | None = None, deadline: float = 10.0,
+        spread_by: str | None = None,
+    ) -> ControlClient:  # fmt: skip
         transport = httpx.MockTransport(self.handle)
-        return ControlClient(urls, token, deadline=deadline, transport=transport)
+        return ControlClient(
+            urls, token, deadline=deadline, transport=transport, spread_by=spread_by
+        )
 
 
 def ok(request: httpx.Request) -> httpx.Response:
@@ -133,3 +136,35 @@ def test_the_token_goes_in_the_authorization_header(
     get(plane.client([A, B], token=token))
     # Every attempt carries it, the failed one too.
     assert [r.headers.get("authorization") for r in plane.requests] == [expected, expected]
+
+
+def proxy_keys(count: int) -> list[str]:
+    """Proxy identities as proxy/reporter.py makes them: hostname/listen address."""
+    return [f"cache-{i // 8}/10.0.{i // 250}.{i % 250}:8080" for i in range(count)]
+
+
+def test_spread_by_starts_at_the_node_its_key_hashes_to_and_moves_on_from_there() -> None:
+    key = next(k for k in proxy_keys(100) if node_for(k, 3) == 1)
+    plane = Plane(c=ok)
+    assert get(plane.client([A, B, C], spread_by=key)).url == C
+    assert plane.asked == [B, C]
+
+
+def test_without_spread_by_every_client_starts_at_the_first_node() -> None:
+    plane = Plane(a=ok, b=ok, c=ok)
+    for _ in range(5):
+        get(plane.client([A, B, C]))
+    assert plane.asked == [A] * 5
+
+
+def test_a_fleet_spread_by_identity_lands_evenly_on_every_node() -> None:
+    counts = [0, 0, 0]
+    for key in proxy_keys(3000):
+        counts[node_for(key, 3)] += 1
+    # Binomial(3000, 1/3): mean 1000, standard deviation 26; 900 is almost 4 of them.
+    assert all(900 <= c <= 1100 for c in counts), counts
+
+
+def test_the_node_a_key_picks_is_fixed_across_processes_and_releases() -> None:
+    # A proxy keeps its node across restarts: the hash is not Python's salted hash().
+    assert [node_for(k, 3) for k in proxy_keys(8)] == [2, 0, 1, 0, 1, 1, 0, 0]
