@@ -24,7 +24,7 @@ def register(args: argparse.Namespace, conversion: Conversion) -> None:
         for backend in conversion.backends:
             add = argparse.Namespace(
                 action="add", target=backend.url, pool=conversion.pool, json=False, who=who,
-                why="ringleader import-twemproxy",
+                why="ringleader import-twemproxy", wait=False,
             )  # fmt: skip
             print(await ops.backend_change(client, add), file=sys.stderr)
 

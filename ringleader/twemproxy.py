@@ -1,15 +1,18 @@
 """A twemproxy (nutcracker) pool as Ringleader proxy settings: `ringleader import-twemproxy`.
 
-Pure conversion, no I/O beyond reading the YAML text it is given. The backends keep
-twemproxy's server names (explicit, or its default rule) and weights in the same order,
-and the hash and hash tag carry over, so the generated config places every key on the
-same server as the nutcracker it replaces.
+The conversion itself is pure; the command around it reads the YAML and writes the
+config (and, for `redis_auth`, the password file beside it). The backends keep twemproxy's
+server names (explicit, or its default rule) and weights in the same order, and the hash
+and hash tag carry over, so the generated config places every key on the same server as
+the nutcracker it replaces. `listen` becomes the memcached or redis front, so clients keep
+speaking the protocol they spoke to nutcracker.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from ringleader.backend_url import (
 from ringleader.ring.hashes import KEY_HASHES
 from ringleader.ring.hashtag import parse_hash_tag
 from ringleader.settings import ConfigError
-from ringleader.token import TokenError, load_token
+from ringleader.token import TokenError, load_token, read_token_file
 
 FAILURE_DETECTOR = "replaced by the control plane's agreed failure detector (ringleader control)"
 # twemproxy setting -> why Ringleader does without it. Reported, never dropped silently.
@@ -40,15 +43,13 @@ NOTES = {
     "preconnect": "ignored; the proxy's heartbeats connect to every backend from the start",
     "backlog": "ignored; the proxy's listen backlog is fixed at 2048",
     "client_connections": (
-        "not mapped; the data port's limit is max-connections (per worker, default 1024)"
+        "not mapped; each front's limit is native-max-connections (per worker, default 1024)"
     ),
     "tcpkeepalive": "ignored; backend connections are kept open and checked by heartbeats",
     "reuseport": "ignored; --workers processes share one listening socket",
 }
-REDIS_AUTH = (
-    "redis_auth: not yet honoured (backend passwords in the URL come with issue 15); "
-    "the generated config would reach the servers without AUTH"
-)
+# `--output FILE` puts the redis_auth password in FILE + this, never in the config itself.
+PASSWORD_SUFFIX = ".redis-password"
 HANDLED = {
     "listen", "servers", "hash", "distribution", "hash_tag", "timeout", "redis", "redis_db",
     "redis_auth", "server_connections",
@@ -63,8 +64,8 @@ class Conversion:
     settings: dict[str, Any]
     backends: tuple[BackendSpec, ...]
     notes: list[str] = field(default_factory=list)
-    # Settings that change behaviour if dropped: refused unless the operator forces them.
-    unhonoured: list[str] = field(default_factory=list)
+    # redis_auth, for the file that `settings` and every backend URL name instead.
+    redis_password: str | None = field(default=None, repr=False)
 
 
 def load_pools(text: str, source: str) -> dict[str, dict[str, Any]]:
@@ -94,12 +95,15 @@ def select_pool(pools: dict[str, dict[str, Any]], name: str | None, source: str)
     return next(iter(pools))
 
 
-def convert(name: str, pool: dict[str, Any]) -> Conversion:
-    """Proxy settings for twemproxy pool `name`; ConfigError for what cannot carry over."""
+def convert(name: str, pool: dict[str, Any], password_file: str | None = None) -> Conversion:
+    """Proxy settings for twemproxy pool `name`; ConfigError for what cannot carry over.
+
+    A `redis_auth` password is left to `password_file`, which the settings and every backend
+    URL name; without one such a pool is refused.
+    """
     where = f"pool {name}"
     settings: dict[str, Any] = {}
     notes: list[str] = []
-    unhonoured: list[str] = []
 
     distribution = str(pool.get("distribution", "ketama"))
     if distribution != "ketama":
@@ -114,12 +118,7 @@ def convert(name: str, pool: dict[str, Any]) -> Conversion:
             f"{' and '.join(KEY_HASHES)}"
         )
     redis = _bool(where, "redis", pool.get("redis", False))
-    settings["listen"] = _listen(where, pool.get("listen"))
-    if redis:
-        notes.append(
-            "redis: the redis front comes later (issue 15); meanwhile the HTTP KV API "
-            f"listens on {settings['listen']}"
-        )
+    settings["redis-listen" if redis else "memcached-listen"] = _listen(where, pool.get("listen"))
     settings["hash"] = hash_name
     if "hash_tag" in pool:
         try:
@@ -138,13 +137,38 @@ def convert(name: str, pool: dict[str, Any]) -> Conversion:
         settings["connections"] = _whole(where, "server_connections", pool["server_connections"])
         if settings["connections"] < 1:
             raise ConfigError(f"{where}: server_connections must be at least 1")
+    password = None
     if "redis_auth" in pool:
-        unhonoured.append(REDIS_AUTH)
+        if not redis:
+            raise ConfigError(
+                f"{where}: redis_auth needs redis: true (twemproxy has no memcached AUTH)"
+            )
+        password = _password(where, pool["redis_auth"])
+        if password_file is None:
+            raise ConfigError(
+                f"{where}: redis_auth: the password goes in a file beside the config, never "
+                "in the config or on stdout; give --output FILE"
+            )
+        _check_password_path(where, password_file)
+        # twemproxy requires clients to AUTH with redis_auth and sends it to its servers.
+        settings["redis-password-file"] = password_file
+        notes.append(
+            f"redis_auth: the password is in {password_file} (mode 0600); clients AUTH with "
+            "it at redis-listen and the proxy AUTHs with it to every server"
+        )
     db = _whole(where, "redis_db", pool.get("redis_db", 0))
     if "redis_db" in pool and not redis:
         raise ConfigError(f"{where}: redis_db needs redis: true")
+    if db and password is not None:
+        notes.append(
+            f"redis_db: nutcracker 0.5.0 sends SELECT before AUTH, which the servers refuse, "
+            f"so its keys may be in database 0; the backends here use database {db}"
+        )
     protocol = Protocol.REDIS if redis else Protocol.MEMCACHED
-    backends = tuple(_server(where, s, protocol, db) for s in _servers(where, pool))
+    backends = tuple(
+        _server(where, s, protocol, db, None if password is None else password_file)
+        for s in _servers(where, pool)
+    )
     names = [b.name for b in backends]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -155,7 +179,7 @@ def convert(name: str, pool: dict[str, Any]) -> Conversion:
             notes.append(f"{key}: {NOTES[key]}")
         elif key not in HANDLED:
             notes.append(f"{key}: not a setting Ringleader knows; ignored")
-    return Conversion(name, settings, backends, notes, unhonoured)
+    return Conversion(name, settings, backends, notes, password)
 
 
 def to_toml(settings: dict[str, Any], header: list[str]) -> str:
@@ -189,6 +213,29 @@ def _listen(where: str, value: Any) -> str:
     return str(parse_address(f"{where}: listen", text))
 
 
+def _password(where: str, value: Any) -> str:
+    # The proxy reads password files as one printable ASCII line, stripped.
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: redis_auth must be a string; quote it in the YAML")
+    if not value or value != value.strip() or not value.isascii() or not value.isprintable():
+        raise ConfigError(
+            f"{where}: redis_auth must be printable ASCII without leading or trailing spaces"
+        )
+    return value
+
+
+def _check_password_path(where: str, path: str) -> None:
+    try:
+        fits = parse_backend_url(f"redis://h/0?password_file={path}").password_file == path
+    except BackendURLError:
+        fits = False
+    if not fits:
+        raise ConfigError(
+            f"{where}: redis_auth: the password file {path!r} cannot be named in a backend "
+            "URL (no &, #, % or +); choose another --output"
+        )
+
+
 def _servers(where: str, pool: dict[str, Any]) -> list[str]:
     servers = pool.get("servers")
     if not isinstance(servers, list) or not servers:
@@ -196,7 +243,9 @@ def _servers(where: str, pool: dict[str, Any]) -> list[str]:
     return [str(s) for s in servers]
 
 
-def _server(where: str, line: str, protocol: Protocol, db: int) -> BackendSpec:
+def _server(
+    where: str, line: str, protocol: Protocol, db: int, password_file: str | None
+) -> BackendSpec:
     """`host:port:weight [name]`, split from the right as nc_conf.c does."""
     text = line.strip()
     address, space, name = text.rpartition(" ")
@@ -219,6 +268,7 @@ def _server(where: str, line: str, protocol: Protocol, db: int) -> BackendSpec:
         port=int(port),
         weight=int(weight),
         db=db,
+        password_file=password_file,
     )
     # The URL must read back as the same backend, name included, or placement would move.
     try:
@@ -259,11 +309,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--token-file", metavar="FILE", help="cluster token for --control (else $RINGLEADER_TOKEN)")
     add("--who", default=None, help="with --control: recorded as the author (default $USER)")
-    add("--output", metavar="FILE", help="write the proxy config here instead of stdout")
     add(
-        "--force",
-        action="store_true",
-        help="convert even settings Ringleader does not honour yet (redis_auth), with a note",
+        "--output",
+        metavar="FILE",
+        help=f"write the proxy config here, not to stdout (redis_auth: FILE{PASSWORD_SUFFIX})",
     )
 
 
@@ -279,10 +328,11 @@ def run(args: argparse.Namespace, register: Register) -> None:
         raise ConfigError(f"{source}: not a text file") from None
     pools = load_pools(text, source)
     name = select_pool(pools, args.pool, source)
-    conversion = convert(name, pools[name])
-    if conversion.unhonoured and not args.force:
-        raise ConfigError(f"pool {name}: {conversion.unhonoured[0]}; rerun with --force to accept")
-    for note in [*conversion.unhonoured, *conversion.notes]:
+    password_file = os.path.abspath(args.output + PASSWORD_SUFFIX) if args.output else None
+    conversion = convert(name, pools[name], password_file)
+    if password_file is not None and conversion.redis_password is not None:
+        write_password_file(password_file, conversion.redis_password)
+    for note in conversion.notes:
         print(f"ringleader import-twemproxy: note: {note}", file=sys.stderr)
     settings = dict(conversion.settings)
     header = [f"Ringleader proxy config from twemproxy pool {name!r} in {source}",
@@ -306,7 +356,34 @@ def run(args: argparse.Namespace, register: Register) -> None:
         header.append("RINGLEADER_TOKEN.")
     document = to_toml(settings, header)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(document)
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(document)
+        except OSError as exc:
+            raise ConfigError(f"--output {args.output}: {exc.strerror}") from None
     else:
         sys.stdout.write(document)
+
+
+def write_password_file(path: str, password: str) -> None:
+    """Creates `path` (0600, never through a symlink) holding `password`. A file already
+    there is kept if it holds the same password (a rerun), else refused: never overwritten."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        try:
+            same = read_token_file(path, "--output") == password
+        except TokenError:
+            same = False
+        if not same:
+            raise ConfigError(
+                f"{path} exists and does not hold this pool's redis_auth; remove it or choose "
+                "another --output"
+            ) from None
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # The umask may have taken bits away; the mode must be exactly owner-only.
+        os.fchmod(f.fileno(), 0o600)
+        f.write(password + "\n")

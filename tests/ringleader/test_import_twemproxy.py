@@ -1,22 +1,25 @@
 """`ringleader import-twemproxy`: twemproxy's example pools (conf/nutcracker.yml) become
-proxy configs that place every key where nutcracker does.
+proxy configs that place every key where nutcracker does, through the same protocol.
 
 For each example, nutcracker runs the original YAML (servers rewritten to local memcached or
-redis-server ports, same names and weights), 5,000 keys are written through it, each
-backend is asked directly which keys it holds, and a `ringleader proxy` started with only
-the generated TOML must name the same backend for every key.
+redis-server ports, same names and weights), 5,000 keys are written through it, and each
+backend is asked directly which keys it holds. Then nutcracker stops, the backends are
+emptied, and `ringleader proxy --config generated.toml` takes nutcracker's address with its
+memcached or redis front: the same keys written through it must land on the same backends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import hiredis
 import httpx
@@ -36,6 +39,8 @@ from tests.support.servers import (
     ProcessGroup,
     ServerProcess,
     free_port,
+    port_open,
+    require_binary,
     ringleader_argv,
     wait_until,
 )
@@ -85,21 +90,29 @@ def _replies(sock_file: Callable[[int], bytes], count: int) -> list[object]:
     return replies
 
 
-def redis_write(port: int, keys: Sequence[bytes]) -> None:
-    import socket
-
+@contextmanager
+def redis_connection(port: int, password: str | None = None) -> Iterator[socket.socket]:
+    """A RESP connection, AUTHed with `password` when one is given."""
     with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        if password is not None:
+            sock.sendall(_resp(b"AUTH", password.encode()))
+            assert _replies(sock.recv, 1) == [b"OK"]
+        yield sock
+
+
+def redis_write(port: int, keys: Sequence[bytes], password: str | None = None) -> None:
+    with redis_connection(port, password) as sock:
         for start in range(0, len(keys), BATCH):
             batch = keys[start : start + BATCH]
             sock.sendall(b"".join(_resp(b"SET", k, value_of(k)) for k in batch))
             assert _replies(sock.recv, len(batch)) == [b"OK"] * len(batch)
 
 
-def redis_held_by(port: int, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-    import socket
-
+def redis_held_by(
+    port: int, keys: Sequence[bytes], password: str | None = None
+) -> dict[bytes, bytes]:
     found: dict[bytes, bytes] = {}
-    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+    with redis_connection(port, password) as sock:
         for start in range(0, len(keys), BATCH):
             batch = keys[start : start + BATCH]
             sock.sendall(_resp(b"MGET", *batch))
@@ -107,6 +120,19 @@ def redis_held_by(port: int, keys: Sequence[bytes]) -> dict[bytes, bytes]:
             assert isinstance(values, list)
             found.update((k, v) for k, v in zip(batch, values, strict=True) if v is not None)
     return found
+
+
+def redis_command(port: int, *parts: bytes, password: str | None = None) -> object:
+    with redis_connection(port, password) as sock:
+        sock.sendall(_resp(*parts))
+        (reply,) = _replies(sock.recv, 1)
+        return reply
+
+
+def memcached_flush(port: int) -> None:
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(b"flush_all\r\n")
+        assert sock.recv(64) == b"OK\r\n"
 
 
 # -- the examples --------------------------------------------------------------------------
@@ -124,6 +150,9 @@ class Example:
     # Each server's name as twemproxy (and X-Ringleader-Backend) calls it, by port.
     names: Callable[[list[int]], list[str]]
     keys: Callable[[], list[bytes]] = compat_keys
+    # The pool's redis_auth: its servers run with --requirepass. (No example has redis_db
+    # with it: nutcracker 0.5.0 sends SELECT before AUTH, which the servers refuse.)
+    password: str | None = None
 
 
 def default_names(ports: list[int]) -> list[str]:
@@ -235,15 +264,44 @@ omega:
         lambda p: ["omega-a", f"{LOOPBACK}:{p[1]}"],
         lambda: [b"a$%d$:%d" % (i % 13, i) if i % 3 else b"plain-%d" % i for i in range(5000)],
     ),
+    Example(
+        "sigma",
+        """
+sigma:
+  listen: 127.0.0.1:{listen}
+  hash: md5
+  distribution: ketama
+  redis: true
+  redis_auth: "s3cret pass"
+  servers:
+   - 127.0.0.1:{s0}:2 sigma-1
+   - 127.0.0.1:{s1}:1 sigma-2
+   - 127.0.0.1:{s2}:1
+""",
+        3,
+        True,
+        lambda p: ["sigma-1", "sigma-2", f"{LOOPBACK}:{p[2]}"],
+        password="s3cret pass",
+    ),
 ]
+
+
+def start_server(procs: ProcessGroup, example: Example) -> ServerProcess:
+    if not example.redis:
+        return procs.memcached()
+    if example.password is None:
+        return procs.redis()
+    port = free_port()
+    argv = [require_binary("redis-server"), "--bind", LOOPBACK, "--port", str(port),
+            "--save", "", "--appendonly", "no", "--dir", str(procs.workdir),
+            "--requirepass", example.password]  # fmt: skip
+    return procs.spawn("redis", argv, port).wait_port()
 
 
 def start_example(
     procs: ProcessGroup, example: Example
 ) -> tuple[Path, ServerProcess, list[ServerProcess]]:
-    servers = [
-        procs.redis() if example.redis else procs.memcached() for _ in range(example.servers)
-    ]
+    servers = [start_server(procs, example) for _ in range(example.servers)]
     listen = free_port()
     ports = {f"s{i}": s.port for i, s in enumerate(servers)}
     text = example.yaml.format(listen=listen, **ports)
@@ -254,46 +312,73 @@ def start_example(
 
 def assert_proxy_places_like_nutcracker(
     procs: ProcessGroup, example: Example, nutcracker: ServerProcess,
-    servers: list[ServerProcess], proxy_args: Sequence[str], env: dict[str, str] | None = None,
+    servers: list[ServerProcess], config: Path, env: dict[str, str] | None = None,
 ) -> None:  # fmt: skip
+    """Writes the keys through nutcracker, notes which server holds each, empties the
+    servers, stops nutcracker and writes the keys again through a proxy started with only
+    `config` on nutcracker's address: every key must be back on the same server."""
     keys = example.keys()
-    write, held = (redis_write, redis_held_by) if example.redis else (
-        write_through_nutcracker, held_by)  # fmt: skip
-    write(nutcracker.port, keys)
     names = example.names([s.port for s in servers])
-    truth: dict[bytes, str] = {}
-    for server, name in zip(servers, names, strict=True):
-        for key, value in held(server.port, keys).items():
-            assert value == value_of(key)
-            assert key not in truth, f"{key!r} is on two servers"
-            truth[key] = name
+
+    def write(port: int) -> None:
+        if example.redis:
+            redis_write(port, keys, example.password)
+        else:
+            write_through_nutcracker(port, keys)
+
+    def placement() -> dict[bytes, str]:
+        found: dict[bytes, str] = {}
+        for server, name in zip(servers, names, strict=True):
+            held = (redis_held_by(server.port, keys, example.password)
+                    if example.redis else held_by(server.port, keys))  # fmt: skip
+            for key, value in held.items():
+                assert value == value_of(key)
+                assert key not in found, f"{key!r} is on two servers"
+                found[key] = name
+        return found
+
+    write(nutcracker.port)
+    truth = placement()
     assert len(truth) == len(keys), "some keys were not stored anywhere"
     assert set(truth.values()) == set(names), "every server should own some of 5,000 keys"
 
-    listen, admin = free_port(), free_port()
-    args = ["proxy", *proxy_args, "--listen", f"{LOOPBACK}:{listen}",
-            "--admin", f"{LOOPBACK}:{admin}"]  # fmt: skip
-    proc = procs.ringleader(args, listen, name="proxy", env={**os.environ, **env} if env else None)
+    nutcracker.terminate()
+    for server in servers:
+        if example.redis:
+            assert redis_command(server.port, b"FLUSHALL", password=example.password) == b"OK"
+        else:
+            memcached_flush(server.port)
+    assert placement() == {}
+
+    admin = free_port()
+    args = ["proxy", "--config", str(config), "--admin", f"{LOOPBACK}:{admin}"]
+    front = nutcracker.port
+    proc = procs.ringleader(args, front, name="proxy", env={**os.environ, **env} if env else None)
 
     def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"proxy exited early:\n{proc.log_tail()}")
         try:
-            return httpx.get(f"http://{LOOPBACK}:{admin}/readyz", timeout=1).status_code == 200
+            status = httpx.get(f"http://{LOOPBACK}:{admin}/readyz", timeout=1).status_code
         except httpx.HTTPError:
             return False
+        return status == 200 and port_open(front)
 
-    wait_until(ready, 30, "proxy /readyz")
-    wrong: list[tuple[bytes, str, str]] = []
-    with httpx.Client(base_url=f"http://{LOOPBACK}:{listen}", timeout=5) as client:
-        for key in keys:
-            response = client.get("/v1/kv/" + quote(key, safe=""))
-            backend = response.headers.get("x-ringleader-backend", "?")
-            if response.status_code != 200 or backend != truth[key]:
-                wrong.append((key, backend, truth[key]))
-            else:
-                assert response.content == value_of(key)
-    assert wrong == [], f"{len(wrong)} of {len(keys)} keys routed elsewhere, first: {wrong[:5]}"
+    wait_until(ready, 30, "proxy /readyz and its native front")
+    write(front)
+    placed = placement()
+    wrong = [(k, placed.get(k), truth[k]) for k in keys if placed.get(k) != truth[k]]
+    assert wrong == [], f"{len(wrong)} of {len(keys)} keys placed elsewhere, first: {wrong[:5]}"
+    if example.password is not None:
+        # The front demands AUTH, with twemproxy's password and no other.
+        with redis_connection(front) as sock:
+            sock.sendall(_resp(b"GET", keys[0]) + _resp(b"AUTH", b"wrong") + _resp(b"GET", keys[0]))
+            before, denied, after = _replies(sock.recv, 3)
+        assert str(before).startswith("NOAUTH")
+        assert str(after).startswith("NOAUTH")
+        assert isinstance(denied, hiredis.ReplyError)
+        reply = redis_command(front, b"GET", keys[0], password=example.password)
+        assert reply == value_of(keys[0])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
@@ -307,11 +392,11 @@ def test_generated_config_places_keys_like_nutcracker(
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     config = tomllib.loads(toml_path.read_text())
-    assert config["listen"] == f"{LOOPBACK}:{nutcracker.port}"
+    front = "redis-listen" if example.redis else "memcached-listen"
+    assert config[front] == f"{LOOPBACK}:{nutcracker.port}"
+    assert "listen" not in config, "the HTTP front stays off, as nutcracker had none"
     assert len(config["backend"]) == example.servers
-    assert_proxy_places_like_nutcracker(
-        procs, example, nutcracker, servers, ["--config", str(toml_path)]
-    )
+    assert_proxy_places_like_nutcracker(procs, example, nutcracker, servers, toml_path)
 
 
 def test_example_output(tmp_path: Path) -> None:
@@ -322,7 +407,7 @@ def test_example_output(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     config = tomllib.loads(result.stdout)
     assert config == {
-        "listen": "127.0.0.1:22124",
+        "memcached-listen": "127.0.0.1:22124",
         "hash": "fnv1a_64",
         "request-timeout": 0.1,
         "connections": 2,
@@ -366,16 +451,18 @@ def test_several_pools_need_pool_and_the_error_lists_them(tmp_path: Path) -> Non
     yml = tmp_path / "nutcracker.yml"
     yml.write_text(MULTI)
     one_line_error(ringleader("import-twemproxy", str(yml)),
-                   "5 pools (alpha, beta, gamma, delta, omega)", "--pool")  # fmt: skip
+                   "6 pools (alpha, beta, gamma, delta, omega, sigma)", "--pool")  # fmt: skip
     one_line_error(ringleader("import-twemproxy", str(yml), "--pool", "zeta"),
-                   "--pool zeta", "alpha, beta, gamma, delta, omega")  # fmt: skip
+                   "--pool zeta", "alpha, beta, gamma, delta, omega, sigma")  # fmt: skip
     beta = ringleader("import-twemproxy", str(yml), "--pool", "beta")
     assert beta.returncode == 0, beta.stderr
     config = tomllib.loads(beta.stdout)
     assert config["hash-tag"] == "{}"
     assert config["request-timeout"] == 0.4
     assert config["backend"][0] == "redis://127.0.0.1:7000/0?name=server1&weight=1"
-    assert "the redis front comes later (issue 15)" in beta.stderr
+    assert config["redis-listen"] == "127.0.0.1:22122"
+    assert "listen" not in config
+    assert "memcached-listen" not in config
 
 
 @pytest.mark.parametrize(
@@ -395,7 +482,12 @@ def test_several_pools_need_pool_and_the_error_lists_them(tmp_path: Path) -> Non
          "two servers are named 'a'"),
         ("listen: 127.0.0.1:22121\n  servers: []", "servers must be a non-empty list"),
         ("listen: 127.0.0.1:22121\n  redis: true\n  redis_auth: secret\n  servers:\n"
-         "   - 127.0.0.1:6379:1", "redis_auth: not yet honoured"),
+         "   - 127.0.0.1:6379:1", "redis_auth: the password goes in a file beside the config, "
+         "never in the config or on stdout; give --output FILE"),
+        ("listen: 127.0.0.1:22121\n  redis_auth: secret\n  servers:\n   - 127.0.0.1:11211:1",
+         "redis_auth needs redis: true"),
+        ("listen: 127.0.0.1:22121\n  redis: true\n  redis_auth: 1234\n  servers:\n"
+         "   - 127.0.0.1:6379:1", "redis_auth must be a string; quote it in the YAML"),
     ],
 )  # fmt: skip
 def test_refused_settings_exit_2_with_one_line(tmp_path: Path, pool: str, says: str) -> None:
@@ -405,16 +497,39 @@ def test_refused_settings_exit_2_with_one_line(tmp_path: Path, pool: str, says: 
                    says)  # fmt: skip
 
 
-def test_redis_auth_with_force_converts_with_a_note(tmp_path: Path) -> None:
+def test_redis_auth_goes_to_a_0600_file_never_to_the_config(tmp_path: Path) -> None:
     yml = tmp_path / "n.yml"
     yml.write_text("web:\n  listen: 127.0.0.1:22121\n  redis: true\n  redis_db: 3\n"
-                   "  redis_auth: secret\n  servers:\n   - 127.0.0.1:6379:1\n")  # fmt: skip
-    result = ringleader("import-twemproxy", str(yml), "--force")
+                   "  redis_auth: s3cret\n  servers:\n   - 127.0.0.1:6379:1\n"
+                   "   - 127.0.0.1:6380:2 two\n")  # fmt: skip
+    result = ringleader("import-twemproxy", str(yml), "--output", "web.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "note: redis_auth: not yet honoured" in result.stderr
-    assert "secret" not in result.stdout + result.stderr
-    config = tomllib.loads(result.stdout)
-    assert config["backend"] == ["redis://127.0.0.1:6379/3?name=127.0.0.1:6379&weight=1"]
+    secret = tmp_path / "web.toml.redis-password"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert secret.read_text() == "s3cret\n"
+    toml_text = (tmp_path / "web.toml").read_text()
+    assert "s3cret" not in toml_text + result.stdout + result.stderr
+    assert f"note: redis_auth: the password is in {secret} (mode 0600)" in result.stderr
+    assert "note: redis_db: nutcracker 0.5.0 sends SELECT before AUTH" in result.stderr
+    config = tomllib.loads(toml_text)
+    assert config["redis-listen"] == "127.0.0.1:22121"
+    assert config["redis-password-file"] == str(secret)
+    assert config["backend"] == [
+        f"redis://127.0.0.1:6379/3?name=127.0.0.1:6379&weight=1&password_file={secret}",
+        f"redis://127.0.0.1:6380/3?name=two&weight=2&password_file={secret}",
+    ]
+
+    # A rerun keeps the file that holds the same password; another password is refused.
+    again = ringleader("import-twemproxy", str(yml), "--output", "web.toml", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    yml.write_text(yml.read_text().replace("s3cret", "other"))
+    (tmp_path / "web.toml").unlink()
+    one_line_error(
+        ringleader("import-twemproxy", str(yml), "--output", "web.toml", cwd=tmp_path),
+        f"{secret} exists and does not hold this pool's redis_auth",
+    )
+    assert secret.read_text() == "s3cret\n"
+    assert not (tmp_path / "web.toml").exists(), "a refused import writes nothing"
 
 
 def test_unknown_and_unreadable(tmp_path: Path) -> None:
@@ -458,6 +573,7 @@ def test_control_registers_the_servers_and_the_proxy_follows_the_pool(
         config = tomllib.loads(toml_path.read_text())
         assert config["control"] == cluster.control_arg.split(",")
         assert (config["pool"], config["hash-tag"]) == ("beta", "{}")
+        assert config["memcached-listen"] == f"{LOOPBACK}:{nutcracker.port}"
         assert "backend" not in config
 
         listing = ringleader("backend", "list", "--pool", "beta", "--control",
@@ -477,5 +593,5 @@ def test_control_registers_the_servers_and_the_proxy_follows_the_pool(
         assert again.stderr.count("(no change)") == 4, again.stderr
 
         assert_proxy_places_like_nutcracker(
-            procs, example, nutcracker, servers, ["--config", str(toml_path)], env=token_env
+            procs, example, nutcracker, servers, toml_path, env=token_env
         )
