@@ -13,6 +13,7 @@ import math
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -36,7 +37,7 @@ from tests.dashboards.expressions import (
 )
 from tests.dashboards.rules import RULES_FILE
 from tests.deploy.containers import container_env
-from tests.deploy.manifests import containers, find, render
+from tests.deploy.manifests import container_named, find, render
 from tests.support.servers import (
     ProcessGroup,
     Proxy,
@@ -57,15 +58,17 @@ class Stack:
     registration_output: list[str]
 
 
-def run_registration_job(backends: list[str], control_urls: list[str]) -> str:
-    """The rendered Job's shell script with the real `ringleader` on PATH."""
-    (container,) = containers(find(render("dev"), "Job", "ringleader-register-backends"))
+def run_registration_job(backends: list[str], control_urls: list[str], token_file: Path) -> str:
+    """The rendered Job's shell script with the real `ringleader` on PATH, reading the
+    token from `token_file` where the pod reads the mounted Secret."""
+    job = find(render("dev"), "Job", "ringleader-register-backends")
+    container = container_named(job, "register")
     env = {
         **container_env(container, "register-backends"),
         "PATH": f"{venv_bin()}:/usr/bin:/bin",
         "RINGLEADER_BACKENDS": " ".join(backends),
         "RINGLEADER_CONTROL": ",".join(control_urls),
-        "RINGLEADER_TOKEN": TOKEN,
+        "RINGLEADER_TOKEN_FILE": str(token_file),
         "RINGLEADER_ATTEMPTS": "5",
     }
     proc = subprocess.run(
@@ -107,14 +110,17 @@ def panel_expressions(title: str) -> list[Expression]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    procs = ProcessGroup(tmp_path_factory.mktemp("live-prometheus"))
+    workdir = tmp_path_factory.mktemp("live-prometheus")
+    procs = ProcessGroup(workdir)
     try:
         cluster = start_control_cluster(procs)
         cluster.wait_ready()
         backends = [memcached_url(procs.memcached(), name="mc-0"),
                     redis_url(procs.redis(), name="redis-0")]  # fmt: skip
-        first = run_registration_job(backends, cluster.urls)
-        second = run_registration_job(backends, cluster.urls)
+        token_file = workdir / "token"
+        token_file.write_text(TOKEN + "\n")
+        first = run_registration_job(backends, cluster.urls, token_file)
+        second = run_registration_job(backends, cluster.urls, token_file)
         proxies = [start_proxy(procs, cluster.urls) for _ in range(2)]
         # Counter series appear at their first increment. Created before the first scrape,
         # they are seen before and after the traffic, so rate() has an increase to show.

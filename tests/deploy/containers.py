@@ -16,7 +16,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.deploy.manifests import Doc, pod_spec
+from proxy import cli as proxy_cli
+from proxy import config as proxy_config
+from ringleader.backend_url import BackendSpec, parse_backend_url
+from ringleader.cli import build_parser
+from tests.deploy.manifests import Doc, containers, find, pod_spec
 
 FAKE_TOKEN = "test-token-from-secret"
 
@@ -114,3 +118,30 @@ def run_with_stub(
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def registered_backends(docs: tuple[Doc, ...], workdir: Path) -> dict[str, list[BackendSpec]]:
+    """pool -> the backends that the registration Job's containers add to it, from their
+    real scripts, each `ringleader backend add` parsed by the real parser."""
+    pools: dict[str, list[BackendSpec]] = {}
+    for container in containers(find(docs, "Job", "ringleader-register-backends")):
+        name = container["name"]
+        for argv in run_with_stub(container, "ringleader-register-backends-x", workdir / name):
+            args = build_parser().parse_args(argv)
+            assert (args.command, args.action) == ("backend", "add"), f"{name}: {argv}"
+            assert args.control == ["http://ringleader-control:7000"], f"{name}: {argv}"
+            pools.setdefault(args.pool, []).append(parse_backend_url(args.target))
+    return pools
+
+
+def proxy_config_of(deployment: Doc, container: Doc, workdir: Path) -> proxy_config.ProxyConfig:
+    """The config that the container's `ringleader proxy` builds, by the real parser, with
+    its Secret files written under `workdir`. Clear $RINGLEADER_TOKEN first, so that the
+    token can only come from the file."""
+    where = workdir / container["name"]
+    (argv,) = run_with_stub(container, "ringleader-proxy-abc", where)
+    args = build_parser().parse_args(
+        SecretMounts.write(deployment, container, where).localize(argv)
+    )
+    assert args.command == "proxy"
+    return proxy_config.build(proxy_cli.settings_from(args))

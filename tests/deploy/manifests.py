@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 NAMESPACES = {"dev": "ringleader-dev", "prod": "ringleader"}
+# The native fronts' kustomize Component: dev includes it, prod enables it the way
+# docs/runbook.md ("Native fronts") says, which the render named PROD_WITH_FRONTS does.
+NATIVE_FRONTS = K8S / "components" / "native-fronts"
+PROD_WITH_FRONTS = "prod+native-fronts"
+FRONTS_RENDERS = ("dev", PROD_WITH_FRONTS)
+RENDERS = (*OVERLAYS, PROD_WITH_FRONTS)
 # Kinds that kubernetes-validate has no schema for (Prometheus Operator CRDs); the tests
 # check them structurally instead. Anything else must validate against the real schema.
 CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
@@ -43,11 +50,31 @@ def kubectl() -> str:
     return path
 
 
+def overlay_of(name: str) -> str:
+    """The overlay a render (one of RENDERS) starts from."""
+    return name.split("+", 1)[0]
+
+
 @functools.cache
-def render(overlay: str) -> tuple[Doc, ...]:
-    """Every object of `kubectl kustomize deploy/k8s/overlays/<overlay>`."""
+def render(name: str) -> tuple[Doc, ...]:
+    """Every object of `kubectl kustomize deploy/k8s/overlays/<name>`; for
+    PROD_WITH_FRONTS, of the prod overlay with the native fronts' Component added."""
+    if name != PROD_WITH_FRONTS:
+        return kustomize(K8S / "overlays" / name)
+    with tempfile.TemporaryDirectory() as tmp:
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(K8S / "overlays" / overlay_of(name), tmp)],
+            "components": [os.path.relpath(NATIVE_FRONTS, tmp)],
+        }
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return kustomize(Path(tmp))
+
+
+def kustomize(directory: Path) -> tuple[Doc, ...]:
     proc = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        [kubectl(), "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -56,9 +83,9 @@ def render(overlay: str) -> tuple[Doc, ...]:
         check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"kubectl kustomize overlays/{overlay} failed:\n{proc.stderr}")
+        pytest.fail(f"kubectl kustomize {directory} failed:\n{proc.stderr}")
     docs = tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
-    assert docs, f"overlays/{overlay} rendered nothing"
+    assert docs, f"{directory} rendered nothing"
     return docs
 
 
@@ -102,6 +129,22 @@ def env_value(container: Doc, name: str) -> str:
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def port_number(container: Doc, port: int | str) -> int:
+    """A probe or Service port, by number or by the container port's name."""
+    if isinstance(port, int):
+        return port
+    for item in container.get("ports", []):
+        if item["name"] == port:
+            number: int = item["containerPort"]
+            return number
+    raise AssertionError(f"container {container['name']} has no port named {port}")
+
+
+def container_named(workload: Doc, name: str) -> Doc:
+    (container,) = [c for c in containers(workload) if c["name"] == name]
+    return container
 
 
 def service_named(docs: tuple[Doc, ...], name: str) -> Doc:

@@ -10,7 +10,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 
-from tests.deploy.manifests import OVERLAYS, ROOT, containers, find, pod_spec, render
+from tests.deploy.manifests import OVERLAYS, RENDERS, ROOT, containers, find, pod_spec, render
 
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / "deploy" / "docker" / "Dockerfile.dockerignore"
@@ -99,11 +99,11 @@ def test_one_entrypoint_runs_any_subcommand() -> None:
     assert "ringleader" in scripts
     # The proxy passes a subcommand as args to that entrypoint; the control and Job
     # containers replace it with a shell wrapper that execs `ringleader ...`.
-    for overlay in OVERLAYS:
+    for overlay in RENDERS:
         docs = render(overlay)
-        (proxy,) = containers(find(docs, "Deployment", "ringleader-proxy"))
-        assert "command" not in proxy
-        assert proxy["args"][0] == "proxy"
+        for proxy in containers(find(docs, "Deployment", "ringleader-proxy")):
+            assert "command" not in proxy
+            assert proxy["args"][0] == "proxy"
 
 
 def test_health_is_declared() -> None:

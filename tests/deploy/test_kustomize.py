@@ -13,26 +13,34 @@ import pytest
 import yaml
 
 from control import service
-from proxy import cli as proxy_cli
-from proxy import config as proxy_config
 from proxy.worker import DRAIN_SECONDS
-from ringleader.backend_url import parse_backend_url
 from ringleader.cli import build_parser
 from tests.dashboards.rules import load_rules
-from tests.deploy.containers import FAKE_TOKEN, SecretMounts, run_with_stub
+from tests.deploy.containers import (
+    FAKE_TOKEN,
+    SecretMounts,
+    proxy_config_of,
+    registered_backends,
+    run_with_stub,
+)
 from tests.deploy.manifests import (
     CRD_KINDS,
     K8S,
     NAMESPACES,
     OVERLAYS,
+    PROD_WITH_FRONTS,
+    RENDERS,
     ROOT,
     Doc,
+    container_named,
     containers,
     env_value,
     find,
     labels_of,
     of_kind,
+    overlay_of,
     pod_spec,
+    port_number,
     render,
     selects,
     service_named,
@@ -56,17 +64,8 @@ TOKEN_USERS = {
 }
 
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
-
-
-def port_number(container: Doc, port: int | str) -> int:
-    """A probe or Service port, by number or by the container port's name."""
-    if isinstance(port, int):
-        return port
-    for item in container.get("ports", []):
-        if item["name"] == port:
-            number: int = item["containerPort"]
-            return number
-    raise AssertionError(f"container {container['name']} has no port named {port}")
+# The overlays and the prod overlay with the native fronts enabled.
+renders = pytest.mark.parametrize("overlay", RENDERS)
 
 
 def http_probe(container: Doc, kind: str) -> tuple[str, int]:
@@ -93,7 +92,7 @@ def test_overlay_renders_into_its_namespace(overlay: str) -> None:
             assert doc["metadata"].get("namespace") == namespace, doc["metadata"]["name"]
 
 
-@overlays
+@renders
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_builtin_kinds_validate_strictly(overlay: str, version: str) -> None:
     skipped: set[str] = set()
@@ -225,33 +224,31 @@ def test_control_command_derives_ids_from_ordinals(
 # -- proxies ----------------------------------------------------------------------------
 
 
-@overlays
+@renders
 def test_proxy_deployment_probes_and_draining(overlay: str) -> None:
     docs = render(overlay)
     deployment = find(docs, "Deployment", "ringleader-proxy")
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
-    (container,) = containers(deployment)
-    admin = port_number(container, "admin")
-    assert http_probe(container, "readinessProbe") == ("/readyz", admin)
-    assert http_probe(container, "livenessProbe") == ("/healthz", admin)
-    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    delay = int(pre_stop[1])
-    assert delay >= 5, "endpoints need a few seconds to drop the pod before SIGTERM"
     grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
-    assert grace >= delay + DRAIN_SECONDS + SUPERVISOR_MARGIN
+    for container in containers(deployment):
+        (admin_name,) = [p["name"] for p in container["ports"] if p["name"].startswith("admin")]
+        admin = port_number(container, admin_name)
+        assert http_probe(container, "readinessProbe") == ("/readyz", admin)
+        assert http_probe(container, "livenessProbe") == ("/healthz", admin)
+        pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep"
+        delay = int(pre_stop[1])
+        assert delay >= 5, "endpoints need a few seconds to drop the pod before SIGTERM"
+        assert grace >= delay + DRAIN_SECONDS + SUPERVISOR_MARGIN
 
 
-@overlays
+@renders
 def test_proxy_args_parse(overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = render(overlay)
     deployment = find(docs, "Deployment", "ringleader-proxy")
-    (container,) = containers(deployment)
-    (argv,) = run_with_stub(container, "ringleader-proxy-abc", tmp_path)
-    args = parse_ringleader(SecretMounts.write(deployment, container, tmp_path).localize(argv))
-    assert args.command == "proxy"
+    container = container_named(deployment, "proxy")
     monkeypatch.delenv("RINGLEADER_TOKEN", raising=False)
-    config = proxy_config.build(proxy_cli.settings_from(args))
+    config = proxy_config_of(deployment, container, tmp_path)
     assert config.token == FAKE_TOKEN
     assert config.listen is not None, "the proxies serve HTTP on their data port"
     assert config.listen.port == port_number(container, "http")
@@ -280,7 +277,7 @@ def test_proxy_hpa_and_pdb(overlay: str) -> None:
 # -- every workload ---------------------------------------------------------------------
 
 
-@overlays
+@renders
 def test_resources_probes_and_security(overlay: str) -> None:
     for workload in workloads(render(overlay)):
         name = workload["metadata"]["name"]
@@ -304,7 +301,7 @@ def test_resources_probes_and_security(overlay: str) -> None:
                 assert "livenessProbe" in container, f"{name}/{container['name']}"
 
 
-@overlays
+@renders
 def test_selectors_match_workloads(overlay: str) -> None:
     docs = render(overlay)
     templates = [labels_of(w) for w in workloads(docs)]
@@ -333,7 +330,7 @@ def token_file_source(workload: Doc, container: Doc, token_file: str) -> tuple[s
     raise AssertionError(f"{token_file} is not inside a mounted volume")
 
 
-@overlays
+@renders
 def test_token_is_a_file_from_a_secret(overlay: str, tmp_path: Path) -> None:
     """Every `ringleader` process gets --token-file pointing into the same mounted Secret,
     and no container has the token (or any Secret) in its environment."""
@@ -341,17 +338,18 @@ def test_token_is_a_file_from_a_secret(overlay: str, tmp_path: Path) -> None:
     sources: set[tuple[str, str]] = set()
     for kind, name in TOKEN_USERS.items():
         workload = find(docs, kind, name)
-        (container,) = containers(workload)
-        # run_with_stub builds the env from the manifest and rejects Secret references.
-        argvs = run_with_stub(container, f"{name}-0", tmp_path / name)
-        assert argvs, f"{name} runs no ringleader command"
-        for argv in argvs:
-            token_file = parse_ringleader(argv).token_file
-            assert token_file, f"{name}: {argv} lacks --token-file"
-            sources.add(token_file_source(workload, container, token_file))
+        for container in containers(workload):
+            # run_with_stub builds the env from the manifest and rejects Secret references.
+            where = f"{name}/{container['name']}"
+            argvs = run_with_stub(container, f"{name}-0", tmp_path / where)
+            assert argvs, f"{where} runs no ringleader command"
+            for argv in argvs:
+                token_file = parse_ringleader(argv).token_file
+                assert token_file, f"{where}: {argv} lacks --token-file"
+                sources.add(token_file_source(workload, container, token_file))
     assert len(sources) == 1, f"every process must use the same Secret: {sources}"
     ((name, key),) = sources
-    if overlay == "dev":
+    if overlay_of(overlay) == "dev":
         secret = find(docs, "Secret", name)
         assert key in secret["data"]
     else:
@@ -361,24 +359,27 @@ def test_token_is_a_file_from_a_secret(overlay: str, tmp_path: Path) -> None:
         assert "ringleader-token" in (ROOT / "docs" / "runbook.md").read_text()
 
 
-@overlays
+@renders
 def test_ringleader_image_set_by_overlay(overlay: str) -> None:
-    kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load(
+        (K8S / "overlays" / overlay_of(overlay) / "kustomization.yaml").read_text()
+    )
     (image,) = [i for i in kustomization["images"] if i["name"] == "ringleader"]
     expected = f"{image['newName']}:{image['newTag']}"
     if "digest" in image:
         expected += f"@{image['digest']}"
     docs = render(overlay)
     for kind, name in TOKEN_USERS.items():
-        assert [c["image"] for c in containers(find(docs, kind, name))] == [expected]
+        assert {c["image"] for c in containers(find(docs, kind, name))} == {expected}
 
 
-def test_prod_images_are_pinned_by_digest() -> None:
+@pytest.mark.parametrize("overlay", ["prod", PROD_WITH_FRONTS])
+def test_prod_images_are_pinned_by_digest(overlay: str) -> None:
     """A tag can be moved to other content; a digest names exactly one image."""
     pinned = re.compile(r"@sha256:[0-9a-f]{64}$")
     images = [
         c["image"]
-        for w in workloads(render("prod"))
+        for w in workloads(render(overlay))
         for c in pod_spec(w)["containers"] + pod_spec(w).get("initContainers", [])
     ]
     assert images
@@ -389,7 +390,7 @@ def test_prod_images_are_pinned_by_digest() -> None:
 # -- example cache servers and their registration ----------------------------------------
 
 
-@overlays
+@renders
 def test_registration_job_adds_every_cache_pod(overlay: str, tmp_path: Path) -> None:
     docs = render(overlay)
     expected: set[tuple[str, int]] = set()
@@ -410,28 +411,20 @@ def test_registration_job_adds_every_cache_pod(overlay: str, tmp_path: Path) -> 
 
     job = find(docs, "Job", "ringleader-register-backends")
     assert job["spec"]["activeDeadlineSeconds"] > 0, "retries are bounded"
-    (container,) = containers(job)
-    registered: set[tuple[str, int]] = set()
-    pools: set[str] = set()
-    for argv in run_with_stub(container, "ringleader-register-backends-x", tmp_path):
-        args = parse_ringleader(argv)
-        assert (args.command, args.action) == ("backend", "add")
-        assert args.control == ["http://ringleader-control:7000"]
-        spec = parse_backend_url(args.target)
-        registered.add((spec.host, spec.port))
-        pools.add(args.pool)
-    assert registered == expected
-    # The proxies serve the pool the Job fills.
-    proxy_args = find(docs, "Deployment", "ringleader-proxy")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["args"]
-    assert pools == {proxy_args[proxy_args.index("--pool") + 1]}
+    registered = registered_backends(docs, tmp_path)
+    assert {(spec.host, spec.port) for specs in registered.values() for spec in specs} == expected
+    # The proxies serve exactly the pools the Job fills.
+    served = {
+        args[args.index("--pool") + 1]
+        for args in (c["args"] for c in containers(find(docs, "Deployment", "ringleader-proxy")))
+    }
+    assert set(registered) == served
 
 
 # -- monitoring (CRDs: no schema in kubernetes-validate, so checked here) -----------------
 
 
-@overlays
+@renders
 def test_monitoring_objects(overlay: str) -> None:
     docs = render(overlay)
     services = of_kind(docs, "Service")
@@ -439,7 +432,7 @@ def test_monitoring_objects(overlay: str) -> None:
     assert {m["metadata"]["name"] for m in monitors} == {"ringleader-proxy", "ringleader-control"}
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-        assert monitor["metadata"]["labels"]["release"] == RELEASE_LABEL[overlay]
+        assert monitor["metadata"]["labels"]["release"] == RELEASE_LABEL[overlay_of(overlay)]
         selected = [
             s for s in services if selects(monitor["spec"]["selector"]["matchLabels"],
                                            s["metadata"]["labels"])
@@ -455,7 +448,7 @@ def test_monitoring_objects(overlay: str) -> None:
 
     (rule,) = of_kind(docs, "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule["metadata"]["labels"]["release"] == RELEASE_LABEL[overlay]
+    assert rule["metadata"]["labels"]["release"] == RELEASE_LABEL[overlay_of(overlay)]
     assert rule["spec"] == load_rules(), "PrometheusRule differs from ringleader.rules.yml"
 
 

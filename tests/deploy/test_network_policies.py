@@ -9,18 +9,21 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.manifests import (
+    FRONTS_RENDERS,
     NAMESPACES,
-    OVERLAYS,
+    RENDERS,
     Doc,
     containers,
     labels_of,
     of_kind,
+    overlay_of,
     render,
     workloads,
 )
 from tests.deploy.network_policy import Pod, admits
 
-overlays = pytest.mark.parametrize("overlay", OVERLAYS)
+# The overlays and the prod overlay with the native fronts enabled.
+overlays = pytest.mark.parametrize("overlay", RENDERS)
 
 OPERATOR_LABEL = "ringleader.io/operator"
 # What the policies take for monitoring: the Prometheus Operator's pod label, in the
@@ -73,7 +76,7 @@ def targets(docs: tuple[Doc, ...], namespace: str) -> list[Pod]:
 @overlays
 def test_each_port_admits_exactly_its_clients(overlay: str) -> None:
     docs = render(overlay)
-    namespace = NAMESPACES[overlay]
+    namespace = NAMESPACES[overlay_of(overlay)]
     policies = of_kind(docs, "NetworkPolicy")
     clients = sources(docs, namespace)
     everyone = set(clients)
@@ -85,6 +88,14 @@ def test_each_port_admits_exactly_its_clients(overlay: str) -> None:
         ("ringleader-proxy", "http"): everyone,
         ("ringleader-proxy", "admin"): {"prometheus"},
     }
+    if overlay in FRONTS_RENDERS:
+        # The native fronts admit clients as the data port does; the redis pool's proxy
+        # has its own admin port.
+        expected |= {
+            ("ringleader-proxy", "memcached"): everyone,
+            ("ringleader-proxy", "redis"): everyone,
+            ("ringleader-proxy", "admin-redis"): {"prometheus"},
+        }
     found = {
         (target.name, port_name): {
             name for name, source in clients.items() if admits(policies, target, port, source)
@@ -99,7 +110,7 @@ def test_each_port_admits_exactly_its_clients(overlay: str) -> None:
 def test_everything_else_in_the_namespace_is_closed(overlay: str) -> None:
     """Default deny: undeclared ports, the Job's pods and unknown pods admit no one."""
     docs = render(overlay)
-    namespace = NAMESPACES[overlay]
+    namespace = NAMESPACES[overlay_of(overlay)]
     policies = of_kind(docs, "NetworkPolicy")
     clients = sources(docs, namespace).values()
     closed = [*targets(docs, namespace), Pod("unknown", namespace, {"app": "unknown"})]
