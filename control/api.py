@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from control import members
 from control.commands import (
     ActivateBackend,
     AddBackend,
@@ -39,8 +40,10 @@ from control.commands import (
     command_to_bytes,
 )
 from control.detector import DetectorLoop
+from control.members import members_view, parse_member
 from control.metrics import ControlMetrics
 from control.node import NotLeaderError, ProposalFailed, RaftNode
+from control.raft.membership import MembershipError
 from control.raft.messages import Message
 from control.raft.types import NodeId, Role
 from control.registry import (
@@ -193,6 +196,9 @@ class ControlAPI:
             ("/v1/pools/{pool}/reports", self.health_report, "POST"),
             ("/v1/pools/{pool}/proxies", self.reporting_proxies, "GET"),
             ("/v1/events", self.events, "GET"),
+            ("/v1/members", self.list_members, "GET"),
+            ("/v1/members", self.add_member, "POST"),
+            ("/v1/members/{id}", self.remove_member, "DELETE"),
             ("/metrics", self.metrics, "GET"),
             ("/healthz", self.healthz, "GET"),
             ("/readyz", self.readyz, "GET"),
@@ -468,7 +474,13 @@ class ControlAPI:
 
         def build(body: dict[str, Any]) -> Command:
             url = body.get("url")
-            validate_backend_url(url)
+            if validate_backend_url(url).password is not None:
+                # The command, URL included, is kept in every node's log and snapshots.
+                raise Refusal(
+                    FailureCode.BAD_BACKEND,
+                    "a password in the URL would be stored in the control plane's log: "
+                    "give ?password_file=/path instead, a file every proxy can read",
+                )
             return AddBackend(pool, str(url))
 
         return await self._command(request, build)
@@ -532,6 +544,61 @@ class ControlAPI:
             return JSONResponse(self._detector.proxies(pool).to_json())
 
         return await self._at_detector(request, view)
+
+    # -- membership --------------------------------------------------------------------------
+
+    async def list_members(self, request: Request) -> Response:
+        """The configuration in use; match indexes come from the leader (reads forward)."""
+
+        def view() -> Response:
+            core = self._node.core
+            matches = core.member_matches()
+            if core.role is Role.LEADER:
+                matches[core.id] = core.last_index
+            extra = {"id": core.id, "leader": core.leader, "term": core.term,
+                     "commit_index": core.commit_index,
+                     "with_state": sorted(self._node.peers_with_state)}  # fmt: skip
+            return JSONResponse(
+                members_view(core.membership, core.membership_index, core.id, matches,
+                             self._node.reachable, extra)
+            )  # fmt: skip
+
+        return await self._read(request, view)
+
+    async def add_member(self, request: Request) -> Response:
+        try:
+            node_id, url = parse_member(await _body(request))
+        except _BadRequest as exc:
+            return exc.response()
+        except MembershipError as exc:
+            return error(400, "bad_member", str(exc))
+        return await self._change_members(request, members.add(node_id, url))
+
+    async def remove_member(self, request: Request) -> Response:
+        text = request.path_params["id"]
+        if not text.isdigit() or int(text) <= 0:
+            return error(400, "bad_member", "a member ID is a positive whole number")
+        node_id = int(text)
+        if node_id == self._node.core.id and self._node.soft_state.role is Role.LEADER:
+            # A leader never removes itself: it hands leadership over, and the new leader
+            # removes it, so no leader ever runs outside its own configuration.
+            leader = await self._node.hand_over_leadership()
+            if leader is None:
+                return unavailable(request, "unavailable", "leadership not handed over yet")
+            return await self._forward(request, leader)
+        return await self._change_members(request, members.remove(node_id))
+
+    async def _change_members(self, request: Request, change: members.Change) -> Response:
+        try:
+            index = await self._node.change_membership(change)
+        except NotLeaderError as exc:
+            return await self._forward(request, exc.leader)
+        except MembershipError as exc:
+            return error(409, "bad_membership", str(exc))
+        except ProposalFailed as exc:
+            return unavailable(request, "unavailable", str(exc))
+        membership = self._node.core.membership.to_json()
+        return JSONResponse({"index": index, "configuration": membership})
 
     # -- forwarding --------------------------------------------------------------------------
 

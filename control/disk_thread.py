@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 # How long stopping waits for a write in progress; past it, the process may exit mid-write,
 # which Raft treats as the crash it tolerates anyway.
 STOP_TIMEOUT = 5.0
+
+HOLD_WRITES_ENV = "RINGLEADER_FAULT_HOLD_WRITES_WHILE"
+"""Fault injection for tests, and nothing else: while the file this variable names exists,
+each write on the disk thread waits before it starts, as on a hung disk."""
+HOLD_POLL_SECONDS = 0.01
 
 _Job = tuple[asyncio.AbstractEventLoop, Callable[[Exception | None], None], Callable[[], None]]
 
@@ -26,6 +33,7 @@ class DiskThread:
     """
 
     def __init__(self, name: str) -> None:
+        self.hold_file = os.environ.get(HOLD_WRITES_ENV) or None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
@@ -44,6 +52,8 @@ class DiskThread:
         while (job := self._jobs.get()) is not None:
             loop, done, write = job
             error: Exception | None = None
+            while self.hold_file is not None and os.path.exists(self.hold_file):
+                time.sleep(HOLD_POLL_SECONDS)
             try:
                 write()
             except Exception as exc:

@@ -37,6 +37,12 @@ class ControlMetrics:
         self.applied_index = Gauge(
             "ringleader_raft_applied_index", "Highest log index applied.", registry=r
         )
+        self.members = Gauge(
+            "ringleader_control_members",
+            "Control nodes in the configuration this node uses, by role (voter, learner).",
+            ["role"],
+            registry=r,
+        )
         self.leader_changes = Counter(
             "ringleader_raft_leader_changes_total",
             "Times this node saw the leader change (including to none).",
@@ -70,6 +76,16 @@ class ControlMetrics:
             "ringleader_raft_peer_send_failures_total",
             "Peer streams that broke or were refused, and batches dropped for want of a stream.",
             ["peer"],
+            registry=r,
+        )
+        self.disk_stalled = Gauge(
+            "ringleader_control_disk_stalled",
+            "1 while a storage write has been in flight past --disk-stall-timeout, else 0.",
+            registry=r,
+        )
+        self.disk_stalls = Counter(
+            "ringleader_control_disk_stalls_total",
+            "Storage writes that outlasted --disk-stall-timeout.",
             registry=r,
         )
         self.api_requests = Counter(

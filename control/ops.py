@@ -1,4 +1,4 @@
-"""Operator commands: `ringleader backend|pool|ring|status|events|rollback`.
+"""Operator commands: `ringleader backend|pool|ring|status|events|rollback|member`.
 
 Each talks to the control plane through any of the `--control` URLs, prints a readable
 table, or JSON with `--json`, and exits non-zero with a one-line message on failure.
@@ -118,6 +118,26 @@ def add_commands(sub: Any) -> None:
     _common(rollback)
     _waiting(rollback)
     rollback.set_defaults(func=runner(_rollback))
+
+    member = sub.add_parser("member", help="list, add or remove control nodes")
+    member_actions = member.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = member_actions.add_parser(
+        "add", help="add a node as a learner; the leader promotes it to voter once caught up"
+    )
+    add.add_argument("member", type=_member_spec, metavar="ID=URL")
+    _common(add, pool=False)
+    add.set_defaults(func=runner(_member_add))
+    remove = member_actions.add_parser(
+        "remove", help="remove a node for good (its ID can never rejoin)"
+    )
+    remove.add_argument("id", type=_member_id, metavar="ID")
+    _common(remove, pool=False)
+    remove.set_defaults(func=runner(_member_remove))
+    members = member_actions.add_parser(
+        "list", help="each node's ID, URL, role, match index and reachability"
+    )
+    _common(members, pool=False)
+    members.set_defaults(func=runner(_member_list))
 
 
 def runner(command: Command) -> Callable[[argparse.Namespace], None]:
@@ -340,6 +360,48 @@ async def _rollback(client: ControlClient, args: argparse.Namespace) -> Any:
     epoch = reply.body["epoch"]
     line = f"pool {args.pool}: membership of epoch {args.epoch} restored as epoch {epoch}"
     return await _committed(client, args, reply.body, line)
+
+
+def _member_id(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole-number ID, got {text!r}")
+    return int(text)
+
+
+def _member_spec(text: str) -> tuple[int, str]:
+    ident, sep, url = text.partition("=")
+    if not sep or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected ID=http://HOST:PORT, got {text!r}")
+    return _member_id(ident), url.rstrip("/")
+
+
+async def _member_add(client: ControlClient, args: argparse.Namespace) -> Any:
+    node_id, url = args.member
+    reply = await client.request(
+        "POST", "/v1/members", json={"id": node_id, "url": url}, headers=_headers(args)
+    )
+    if args.json:
+        return reply.body
+    return f"node {node_id} ({url}) is a member; it becomes a voter once caught up"
+
+
+async def _member_remove(client: ControlClient, args: argparse.Namespace) -> Any:
+    reply = await client.request("DELETE", f"/v1/members/{args.id}", headers=_headers(args))
+    return reply.body if args.json else f"node {args.id} removed; its ID can never rejoin"
+
+
+async def _member_list(client: ControlClient, args: argparse.Namespace) -> Any:
+    reply = await client.request("GET", "/v1/members")
+    if args.json:
+        return reply.body
+    rows = [
+        (str(m["id"]), m["url"], m["role"], "-" if m["match"] is None else str(m["match"]),
+         "yes" if m["reachable"] else "no")
+        for m in reply.body["members"]
+    ]  # fmt: skip
+    removed = ", ".join(map(str, reply.body["removed"])) or "none"
+    title = f"leader {reply.body['leader']}, term {reply.body['term']}; removed IDs: {removed}"
+    return title + "\n" + _table(("ID", "URL", "ROLE", "MATCH", "REACHABLE"), rows)
 
 
 def _time(ts: float) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import logging
 import signal
 from dataclasses import dataclass
@@ -14,11 +16,13 @@ import uvloop
 from control.aio_sync import AioSync
 from control.api import ControlAPI
 from control.detector import DetectorLoop, DetectorSettings, FailureDetector
+from control.joining import check_bootstrap, check_join
 from control.metrics import ControlMetrics
 from control.node import RaftNode
 from control.raft.config import RaftConfig
 from control.raft.diskstore import DiskStorage
-from control.raft.errors import StorageError
+from control.raft.errors import CorruptRecordError, StorageError
+from control.raft.membership import Membership
 from control.raft.types import NodeId
 from control.registry import Registry
 from control.settings import SETTINGS
@@ -31,6 +35,9 @@ from ringleader.token import TokenError, load_token
 
 log = logging.getLogger("ringleader.control")
 
+# Long past the departure grace of the core (election_ticks_min ticks after the commit).
+REMOVED_PEER_SECONDS = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
@@ -40,6 +47,9 @@ class ControlConfig:
     data_dir: str
     token: str
     detector: DetectorSettings
+    disk_stall_timeout: float
+    join: tuple[str, ...] = ()
+    """`--join` URLs; then `peers` holds the members the cluster named (control.joining)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> ControlConfig:
     values = SETTINGS.parse(SETTINGS.from_args(args))
     node_id: NodeId = values["id"]
-    peers: dict[NodeId, str] = values["peers"]
-    if node_id not in peers:
+    peers: dict[NodeId, str] = values["peers"] or {}
+    join: list[str] = values["join"] or []
+    if bool(peers) == bool(join):
+        raise ConfigError("give either --peers (a new cluster) or --join (a running one)")
+    if peers and node_id not in peers:
         raise ConfigError(f"--id {node_id} is not in --peers ({', '.join(map(str, peers))})")
     try:
         token = load_token(values["token_file"])
@@ -63,14 +76,29 @@ def build_config(args: argparse.Namespace) -> ControlConfig:
         hysteresis=values["hysteresis"], max_eject_fraction=values["max_eject_fraction"],
         rejoin_policy=values["rejoin_policy"],
     )  # fmt: skip
-    return ControlConfig(node_id, values["listen"], peers, values["data_dir"], token, detector)
+    return ControlConfig(
+        node_id, values["listen"], peers, values["data_dir"], token, detector,
+        values["disk_stall_timeout"], tuple(join),
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     config = build_config(args)
     jsonlog.configure(f"control-{config.node_id}")
-    storage = DiskStorage(config.data_dir)
     try:
+        storage = DiskStorage(config.data_dir)
+    except CorruptRecordError as exc:
+        # Not repairable in place: the node may have lost entries it acknowledged.
+        raise StorageError(
+            f"{exc}; replace this node or restore its data directory "
+            '(docs/runbook.md, "A control node\'s data is damaged")'
+        ) from None
+    try:
+        if config.join:
+            members = check_join(config.node_id, list(config.join), storage)
+            config = dataclasses.replace(config, peers=members)
+        else:
+            check_bootstrap(config.node_id, config.peers, storage)
         uvloop.run(serve(config, storage))
     finally:
         storage.close()
@@ -88,6 +116,28 @@ def open_aio_sync(data_dir: str) -> AioSync | None:
     return sync
 
 
+def follow_membership(
+    config: ControlConfig, transport: HttpTransport, metrics: ControlMetrics, m: Membership
+) -> None:
+    """Keeps the transport, and the peers the API forwards to (`config.peers`, shared with
+    it), in step with the configuration in use. A joining node's has no members until the
+    leader's log brings them: it keeps those the cluster named."""
+    if not m.members:
+        return
+    others = {i: u for i, u in m.members.items() if i != config.node_id}
+    transport.update_peers(others, ())
+    # Not at once: the leader keeps sending a removed node heartbeats until it has heard
+    # that its removal committed, and then it stops for good.
+    asyncio.get_running_loop().call_later(
+        REMOVED_PEER_SECONDS, transport.update_peers, {}, tuple(m.removed)
+    )
+    config.peers.update(m.members)
+    for gone in m.removed:
+        config.peers.pop(gone, None)
+    metrics.members.labels("voter").set(len(m.voters))
+    metrics.members.labels("learner").set(len(m.learners))
+
+
 async def serve(config: ControlConfig, storage: DiskStorage) -> None:
     # Handlers first: a SIGTERM during start-up must still mean a clean stop.
     loop = asyncio.get_running_loop()
@@ -101,9 +151,13 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
     fdatasync = open_aio_sync(config.data_dir)
     registry = Registry()
     node = RaftNode(
-        RaftConfig(node_id=config.node_id, peers=tuple(sorted(config.peers))),
+        RaftConfig(node_id=config.node_id, peers=() if config.join else tuple(sorted(config.peers)),
+                   peer_urls=tuple(sorted(config.peers.items()))),
         storage, registry, transport.send, metrics, fdatasync=fdatasync,
+        disk_stall_timeout=config.disk_stall_timeout,
     )  # fmt: skip
+    node.watch_membership(functools.partial(follow_membership, config, transport, metrics))
+    node.reachable = transport.streaming
     detector = DetectorLoop(node, registry, FailureDetector(config.detector), metrics)
     api = ControlAPI(node, registry, config.peers, config.token, metrics, detector)
     server = EmbeddedServer(
@@ -126,6 +180,10 @@ async def serve(config: ControlConfig, storage: DiskStorage) -> None:
         await asyncio.wait({signalled, failed}, return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()
         failed.cancel()
+        if stop.is_set():
+            # A leader that just stopped would leave the cluster leaderless for an election
+            # timeout.
+            await node.hand_over_leadership()
         api.end_peer_streams()
         server.should_exit = True
 

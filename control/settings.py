@@ -6,6 +6,7 @@ Precedence: built-in defaults < `--config FILE.toml` < command-line flags.
 from __future__ import annotations
 
 from control.detector import DetectorSettings
+from control.node import DISK_STALL_TIMEOUT
 from control.raft.types import NodeId
 from control.transport import PeerAddress
 from ringleader.address import parse_address
@@ -33,6 +34,16 @@ def parse_peers(flag: str, text: str) -> dict[NodeId, str]:
     return peers
 
 
+def parse_join(flag: str, text: str) -> list[str]:
+    urls = [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{flag}: expected http:// URLs, got {url!r}")
+    if not urls:
+        raise ConfigError(f"{flag}: no URL given")
+    return urls
+
+
 def _fraction(flag: str, number: float) -> None:
     if not 0 <= number < 1:
         raise ConfigError(f"{flag}: expected a fraction in [0, 1)")
@@ -50,13 +61,22 @@ SETTINGS = Table((
             metavar="ID", required=True, check=above_zero),
     Setting("listen", "str", None, "this node's address for peers, proxies and operators",
             metavar="HOST:PORT", required=True, parse=parse_address),
-    Setting("peers", "str", None, "every node of the cluster, this one included",
-            metavar="ID=URL,...", required=True, parse=parse_peers),
+    Setting("peers", "str", None,
+            "every node of a new cluster, this one included (or --join)",
+            metavar="ID=URL,...", parse=parse_peers),
+    Setting("join", "str", None,
+            "join a running cluster through these members instead of --peers: learn its "
+            "configuration, then wait for `ringleader member add ID=URL`",
+            metavar="URL[,URL...]", parse=parse_join),
     Setting("data-dir", "path", None,
             "Raft log and snapshots; must exist (empty for a new node)",
             metavar="DIR", required=True),
     Setting("token-file", "path", None, "cluster token",
             metavar="FILE", default_text="$RINGLEADER_TOKEN"),
+    Setting("disk-stall-timeout", "float", DISK_STALL_TIMEOUT,
+            "a storage write in flight this long makes the node step down as leader and "
+            "refuse votes, reads and watches until it completes",
+            metavar="SECONDS", check=above_zero),
     Setting("detector-quorum", "float", _DETECTOR.quorum_fraction,
             "more than this share of recently reporting proxies must agree",
             _DETECT, metavar="FRACTION", check=_fraction),

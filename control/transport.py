@@ -24,7 +24,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -263,19 +263,43 @@ class HttpTransport:
     """Sends Raft messages to peers, one stream per peer, each kept open by its own task."""
 
     def __init__(self, peers: dict[NodeId, str], token: str, metrics: ControlMetrics) -> None:
-        self._peers = peers
-        self._addresses = {peer: PeerAddress.parse(url) for peer, url in peers.items()}
+        self._peers: dict[NodeId, str] = {}
+        self._addresses: dict[NodeId, PeerAddress] = {}
         self._metrics = metrics
         self._headers = [(k, v) for k, v in bearer(token).items()]
         self._headers.append(("content-type", "application/x-ndjson"))
         self._streams: dict[NodeId, PeerConnection] = {}
-        self._senders: list[asyncio.Task[None]] = []
+        self._senders: dict[NodeId, asyncio.Task[None]] = {}
+        self._started = False
+        self.update_peers(peers, ())
 
     def start(self) -> None:
-        self._senders = [
-            asyncio.create_task(self._stream_forever(peer), name=f"raft-send-{peer}")
-            for peer in self._peers
-        ]
+        self._started = True
+        for peer in self._peers:
+            self._start_sender(peer)
+
+    def update_peers(self, peers: Mapping[NodeId, str], removed: Iterable[NodeId]) -> None:
+        """Streams to every peer in `peers` from now on, and stops streaming to `removed`.
+
+        Peers are only added otherwise: an ID keeps its URL for good and is never reused,
+        and a node replaying old configurations must still answer the leader it follows.
+        """
+        for peer, url in peers.items():
+            if peer not in self._peers and url:
+                self._addresses[peer] = PeerAddress.parse(url)
+                self._peers[peer] = url
+                if self._started:
+                    self._start_sender(peer)
+        for peer in removed:
+            self._peers.pop(peer, None)
+            task = self._senders.pop(peer, None)
+            if task is not None:
+                task.cancel()
+
+    def _start_sender(self, peer: NodeId) -> None:
+        self._senders[peer] = asyncio.create_task(
+            self._stream_forever(peer), name=f"raft-send-{peer}"
+        )
 
     def streaming(self, peer: NodeId) -> bool:
         """Whether a stream to `peer` is open and taking messages."""
@@ -353,6 +377,6 @@ class HttpTransport:
             connection.close()
 
     async def close(self) -> None:
-        for task in self._senders:
+        for task in self._senders.values():
             task.cancel()
-        await asyncio.gather(*self._senders, return_exceptions=True)
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)

@@ -16,6 +16,7 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 
+from control.raft.membership import Membership, MembershipError
 from control.raft.messages import MESSAGE_TYPES, Message
 from control.raft.types import Entry, EntryKind, Snapshot
 
@@ -84,15 +85,21 @@ def decode_entry(value: object) -> Entry:
 
 
 def encode_snapshot(s: Snapshot) -> JSON:
-    return {"index": s.index, "term": s.term, "data": _b64(s.data)}
+    out: JSON = {"index": s.index, "term": s.term, "data": _b64(s.data)}
+    if s.membership is not None:
+        out["membership"] = s.membership.to_json()
+    return out
 
 
 def decode_snapshot(value: object) -> Snapshot:
     d = _obj(value)
     try:
-        return Snapshot(_int(d["index"]), _int(d["term"]), _bytes(d["data"]))
+        membership = Membership.from_json(d["membership"]) if "membership" in d else None
+        return Snapshot(_int(d["index"]), _int(d["term"]), _bytes(d["data"]), membership)
     except KeyError as e:
         raise CodecError(f"snapshot lacks {e}") from e
+    except MembershipError as e:
+        raise CodecError(str(e)) from e
 
 
 def _decode_entries(value: object) -> tuple[Entry, ...]:

@@ -1,8 +1,9 @@
 """The deterministic Raft core: no clock, no I/O, randomness only from the injected RNG.
 
 Inputs are :meth:`RaftCore.tick`, :meth:`RaftCore.step`, :meth:`RaftCore.propose`,
-:meth:`RaftCore.read_index` and :meth:`RaftCore.transfer_leadership`; every effect is
-returned in a :class:`~control.raft.ready.Ready` batch.
+:meth:`RaftCore.read_index`, :meth:`RaftCore.transfer_leadership` and
+:meth:`RaftCore.set_storage_stalled`; every effect is returned in a
+:class:`~control.raft.ready.Ready` batch.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import random
 from collections import deque
 
 from control.raft.config import RaftConfig
+from control.raft.configlog import ConfigLog
 from control.raft.errors import NotLeader, RequestDropped
 from control.raft.log import RaftLog
+from control.raft.membership import Membership, MembershipError, one_server_apart
 from control.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -56,9 +59,20 @@ class RaftCore:
         self.config = config
         self.id = config.node_id
         self._rng = rng
-        self._others = tuple(p for p in config.peers if p != self.id)
-        self._quorum = len(config.peers) // 2 + 1
         self._log = RaftLog(state.snapshot, state.entries)
+        snap = state.snapshot
+        self._configs = ConfigLog(
+            snap.membership if snap and snap.membership else config.bootstrap_membership(),
+            self._log.snapshot_index,
+            self._log.slice(self._log.base + 1, self._log.last_index + 1),
+        )
+        self._membership = Membership()
+        self._voters: frozenset[NodeId] = frozenset()
+        self._others: tuple[NodeId, ...] = ()
+        self._quorum = 1
+        # Leader only: members a committed-or-appended change removed, still sent the
+        # commit for a while so they learn of their removal: {id: (removal index, ticks)}.
+        self._departing: dict[NodeId, tuple[int, int]] = {}
         hs = state.hard_state
         self._term = hs.term
         self._vote = hs.vote
@@ -85,6 +99,8 @@ class RaftCore:
         self._pending_snapshot: Snapshot | None = None
         self._reported_soft = self.soft_state
         self._ready_outstanding = False
+        self._storage_stalled = False
+        self._apply_membership()
 
     # ----------------------------------------------------------------- read-only view
 
@@ -131,6 +147,35 @@ class RaftCore:
         return SoftState(self._role, self._leader, self._term)
 
     @property
+    def storage_stalled(self) -> bool:
+        return self._storage_stalled
+
+    def match_indexes(self) -> dict[NodeId, int]:
+        """A leader's view of how far each voting follower's log matches its own; empty
+        otherwise."""
+        return {peer: pr.match for peer, pr in self._progress.items() if peer in self._voters}
+
+    def member_matches(self) -> dict[NodeId, int]:
+        """A leader's view of how far each member's log (learners too) matches its own."""
+        members = self._membership.members
+        return {peer: pr.match for peer, pr in self._progress.items() if peer in members}
+
+    @property
+    def membership(self) -> Membership:
+        """The newest configuration in this node's log, committed or not: the one it uses."""
+        return self._membership
+
+    @property
+    def membership_index(self) -> int:
+        """The log index of :attr:`membership` (its snapshot's index if it came with one)."""
+        return self._configs.current_index
+
+    @property
+    def removed(self) -> bool:
+        """Whether a committed configuration removed this node: it must stop for good."""
+        return self.id in self._configs.at(self._commit).removed
+
+    @property
     def snapshot_due(self) -> bool:
         """Whether enough entries were applied since the last snapshot to take a new one."""
         return self._applied - self._log.snapshot_index >= self.config.snapshot_threshold
@@ -151,12 +196,19 @@ class RaftCore:
             self._tick_leader()
             return
         self._election_elapsed += 1
-        if self._election_elapsed >= self._election_timeout:
+        if (
+            self._election_elapsed >= self._election_timeout
+            and not self._storage_stalled
+            and self.id in self._voters
+        ):
             self._campaign(pre_vote=self.config.pre_vote)
 
     def step(self, m: Message) -> None:
         """Feeds one message from a peer. Stale, duplicated and reordered messages are safe."""
-        if m.to != self.id or m.frm not in self._others:
+        # Messages from outside the configuration count too (dissertation §4.1): a voter
+        # whose newer configuration this node lacks must still get its vote. Removed
+        # servers cannot disrupt: pre-vote and the leader lease hold them off (§4.2.3).
+        if m.to != self.id or m.frm == self.id:
             return
         if m.term > self._term:
             if isinstance(m, RequestVote):
@@ -226,7 +278,7 @@ class RaftCore:
         the transfer completes or is abandoned after ``election_ticks_min`` ticks."""
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader)
-        if to not in self._others:
+        if to not in self._voters or to == self.id:
             raise ValueError(f"cannot transfer leadership to {to}")
         if self._transferee == to:
             return
@@ -237,6 +289,50 @@ class RaftCore:
         else:
             self._send_append(to)
 
+    def set_storage_stalled(self, stalled: bool) -> None:
+        """Tells the core whether the driver's storage write has been in flight too long.
+
+        While stalled the node takes no part in elections: a leader or candidate steps down
+        at once, keeping its term (a leader's heartbeats stop, so the others elect a
+        leader whose disk works); it does not campaign, ignores TimeoutNow and refuses
+        every vote, pre-votes included. It still follows a leader, so it catches up when
+        the write completes and the driver clears the stall.
+
+        A leader also sends TimeoutNow to the follower whose log matches furthest, so the
+        others need not wait out an election timeout; if that follower cannot win, they
+        elect one as usual.
+        """
+        self._storage_stalled = stalled
+        matches = self.match_indexes()
+        if stalled and self._role is Role.LEADER and matches:
+            target = max(matches, key=matches.__getitem__)
+            self._send(TimeoutNow(self.id, target, self._term))
+        if stalled and self._role is not Role.FOLLOWER:
+            self._become_follower(self._term, None)
+
+    def propose_membership(self, membership: Membership) -> int:
+        """Appends a configuration that adds, promotes or removes one server; returns its
+        index. It counts from now on, on every node that appends it (dissertation §4.1).
+
+        Refused (RequestDropped, retry later) while an earlier change is uncommitted or
+        before this leader committed an entry of its term: the second rule closes the
+        single-server-change hole Ongaro found (raft-dev, 2015). MembershipError for a
+        change that is not one server, or that removes this leader: transfer first.
+        """
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if not one_server_apart(self._membership, membership):
+            raise MembershipError("a configuration change adds, promotes or removes one server")
+        if self.id not in membership.voters:
+            raise MembershipError(f"node {self.id} leads: transfer leadership before removing it")
+        if self._transferee is not None:
+            raise RequestDropped(f"leadership transfer to {self._transferee} in progress")
+        if self._configs.current_index > self._commit:
+            raise RequestDropped("an earlier configuration change is not committed yet")
+        if not self._committed_in_term():
+            raise RequestDropped("this leader has not committed an entry of its term yet")
+        return self._append_own(EntryKind.CONFIG, membership.to_bytes())
+
     def compact(self, index: int, data: bytes) -> Compaction:
         """Records a state machine snapshot taken at applied ``index`` and compacts the log.
         The driver persists the returned Compaction (snapshot first, then log truncation)."""
@@ -246,9 +342,10 @@ class RaftCore:
             )
         term = self._log.term_at(index)
         assert term is not None
-        snapshot = Snapshot(index, term, data)
+        snapshot = Snapshot(index, term, data, self._configs.at(index))
         through = max(self._log.base, index - self.config.snapshot_trailing)
         self._log.compact(snapshot, through)
+        self._configs.compact(index)
         return Compaction(snapshot, through)
 
     # ----------------------------------------------------------------- output
@@ -321,19 +418,22 @@ class RaftCore:
         messages may all go: its commit index never counts its own unpersisted entries, so
         nothing it sends promises anything about its disk (Raft dissertation §10.2.1). A
         follower's heartbeat answers may go too: they confirm its term, for the leader's
-        check-quorum and ReadIndex, and nothing about its log. Everything else waits for
-        the next Ready. Drivers call this while a write is in flight, so heartbeats keep
-        flowing both ways however slow a disk is.
+        check-quorum and ReadIndex, and nothing about its log; and so may the TimeoutNow
+        a leader sent as its storage stalled. Everything else waits for the next Ready.
+        Drivers call this while a write is in flight, so heartbeats keep flowing both ways
+        however slow a disk is.
         """
         if (self._term, self._vote) != self._stored_term_vote:
             return ()
         if self._role is Role.LEADER:
             messages, self._outbox = tuple(self._outbox), []
             return messages
-        answers = tuple(m for m in self._outbox if isinstance(m, HeartbeatResponse))
-        if answers:
-            self._outbox = [m for m in self._outbox if not isinstance(m, HeartbeatResponse)]
-        return answers
+        early = tuple(m for m in self._outbox if isinstance(m, HeartbeatResponse | TimeoutNow))
+        if early:
+            self._outbox = [
+                m for m in self._outbox if not isinstance(m, HeartbeatResponse | TimeoutNow)
+            ]
+        return early
 
     def _sends_early(self) -> bool:
         return self._role is Role.LEADER and (self._term, self._vote) == self._stored_term_vote
@@ -353,6 +453,7 @@ class RaftCore:
         self._election_timeout = self._random_timeout()
         self._votes = {}
         self._progress = {}
+        self._departing = {}
         self._transferee = None
         self._pending_reads.clear()
         self._reads_awaiting_commit.clear()
@@ -377,7 +478,7 @@ class RaftCore:
             self._on_election_won(pre_vote)
             return
         last_index, last_term = self._log.last_index, self._log.last_term
-        for peer in self._others:
+        for peer in sorted(self._voters - {self.id}):
             self._send(RequestVote(self.id, peer, term, last_index, last_term, pre_vote, transfer))
 
     def _on_election_won(self, pre_vote: bool) -> None:
@@ -389,6 +490,11 @@ class RaftCore:
         self._leader = self.id
         next_index = self._log.last_index + 1
         self._progress = {peer: Progress(next_index) for peer in self._others}
+        # Servers an uncommitted change removed still need to hear that it committed.
+        for peer in self._configs.at(self._commit).members:
+            if peer not in self._membership.members and peer != self.id:
+                self._progress[peer] = Progress(next_index)
+                self._departing[peer] = (self._configs.current_index, self._departure_ticks())
         self._append_own(EntryKind.NOOP, b"")
 
     def _in_lease(self) -> bool:
@@ -402,10 +508,17 @@ class RaftCore:
     # ----------------------------------------------------------------- elections
 
     def _on_request_vote(self, m: RequestVote) -> None:
+        # A node with no configuration yet (joining) has no vote to give. A learner does
+        # answer: a voter whose promotion is still in flight to it can be needed for a
+        # quorum, and its answer counts only where the candidate lists it as a voter.
         can_vote = (
-            self._vote == m.frm
-            or (self._vote is None and self._leader is None)
-            or (m.pre_vote and m.term > self._term)
+            not self._storage_stalled
+            and bool(self._membership.members)
+            and (
+                self._vote == m.frm
+                or (self._vote is None and self._leader is None)
+                or (m.pre_vote and m.term > self._term)
+            )
         )
         if can_vote and self._log.is_up_to_date(m.last_log_index, m.last_log_term):
             self._send(RequestVoteResponse(self.id, m.frm, m.term, True, m.pre_vote))
@@ -421,6 +534,8 @@ class RaftCore:
                 return
         elif self._role is not Role.CANDIDATE:
             return
+        if m.frm not in self._voters:
+            return
         self._votes.setdefault(m.frm, m.granted)
         granted = sum(self._votes.values())
         if granted >= self._quorum:
@@ -429,7 +544,7 @@ class RaftCore:
             self._become_follower(self._term, None)
 
     def _on_timeout_now(self) -> None:
-        if self._role is not Role.LEADER:
+        if self._role is not Role.LEADER and not self._storage_stalled and self.id in self._voters:
             self._campaign(pre_vote=False, transfer=True)
 
     # ----------------------------------------------------------------- follower side
@@ -451,6 +566,10 @@ class RaftCore:
             self._send(AppendEntriesResponse(self.id, m.frm, self._term, True, self._commit))
             return
         last_new = self._log.maybe_append(m.prev_index, m.prev_term, m.entries, self._commit)
+        if last_new is not None and m.entries:
+            self._configs.forget_replaced(self._log.term_at)
+            self._configs.observe(m.entries)
+            self._apply_membership()
         if last_new is None:
             hint = self._log.find_conflict_by_term(m.prev_index, m.prev_term)
             hint_term = self._log.term_at(hint) or 0
@@ -480,6 +599,8 @@ class RaftCore:
         else:
             index = snap.index
             self._log.install(snap)
+            self._configs.reset(snap.membership or self.config.bootstrap_membership(), index)
+            self._apply_membership()
             self._commit = index
             self._pending_snapshot = snap
         self._send(AppendEntriesResponse(self.id, m.frm, self._term, True, index))
@@ -500,19 +621,25 @@ class RaftCore:
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
+        self._forget_departed()
+        self._maybe_promote()
 
     def _quorum_recently_active(self) -> bool:
-        active = 1
-        for pr in self._progress.values():
-            active += pr.recent_active
+        active = int(self.id in self._voters)
+        for peer, pr in self._progress.items():
+            active += pr.recent_active and peer in self._voters
             pr.recent_active = False
         return active >= self._quorum
 
     def _append_own(self, kind: EntryKind, data: bytes) -> int:
         index = self._log.last_index + 1
-        self._log.append(Entry(index, self._term, kind, data))
+        entry = Entry(index, self._term, kind, data)
+        self._log.append(entry)
+        if kind is EntryKind.CONFIG:
+            self._configs.observe((entry,))
+            self._apply_membership()
         # Nothing to commit yet: the entry is on no disk until advance() says so.
-        for peer in self._others:
+        for peer in self._progress:
             self._send_append(peer)
         return index
 
@@ -553,8 +680,9 @@ class RaftCore:
         The leader counts its own log only as far as it is durable: an entry acknowledged
         by one follower and still in flight to the leader's disk is on one disk, not two.
         """
-        matches = [pr.match for pr in self._progress.values()]
-        matches.append(self._log.durable_index)
+        matches = [pr.match for peer, pr in self._progress.items() if peer in self._voters]
+        if self.id in self._voters:
+            matches.append(self._log.durable_index)
         index = quorum_value(matches, self._quorum)
         if index <= self._commit:
             return
@@ -629,11 +757,64 @@ class RaftCore:
     def _release_reads(self) -> None:
         if not self._pending_reads:
             return
-        seqs = [pr.acked_seq for pr in self._progress.values()]
-        seqs.append(self._hb_seq)
+        seqs = [pr.acked_seq for peer, pr in self._progress.items() if peer in self._voters]
+        if self.id in self._voters:
+            seqs.append(self._hb_seq)
         confirmed = quorum_value(seqs, self._quorum)
         while self._pending_reads and self._pending_reads[0][0] <= confirmed:
             self._read_states.append(self._pending_reads.popleft()[1])
+
+    # ----------------------------------------------------------------- membership
+
+    def _apply_membership(self) -> None:
+        """Switches to the newest configuration in the log, if it changed."""
+        membership = self._configs.current
+        if membership is self._membership:
+            return
+        self._membership = membership
+        self._voters = frozenset(membership.voters)
+        self._others = tuple(sorted(i for i in membership.members if i != self.id))
+        self._quorum = membership.quorum()
+        if self._role is not Role.LEADER:
+            return
+        for peer in self._others:
+            if peer not in self._progress:
+                self._progress[peer] = Progress(self._log.last_index + 1)
+            self._departing.pop(peer, None)
+        for peer in self._progress:
+            if peer not in membership.members and peer not in self._departing:
+                self._departing[peer] = (self._configs.current_index, self._departure_ticks())
+
+    def _departure_ticks(self) -> int:
+        return self.config.election_ticks_min
+
+    def _forget_departed(self) -> None:
+        """Stops replicating to a removed server some ticks after its removal committed:
+        meanwhile its heartbeats carry the commit, so a live one learns it was removed."""
+        for peer, (index, ticks) in list(self._departing.items()):
+            if index > self._commit:
+                continue
+            if ticks > 0:
+                self._departing[peer] = (index, ticks - 1)
+                continue
+            del self._departing[peer]
+            del self._progress[peer]
+
+    def _maybe_promote(self) -> None:
+        """Promotes the first learner whose log is within ``learner_promotion_lag`` entries
+        of this leader's, once no other change is in flight."""
+        if (
+            not self._membership.learners
+            or self._transferee is not None
+            or self._configs.current_index > self._commit
+            or not self._committed_in_term()
+        ):
+            return
+        for peer in sorted(self._membership.learners):
+            match = self._progress[peer].match
+            if match > 0 and self._log.last_index - match <= self.config.learner_promotion_lag:
+                self._append_own(EntryKind.CONFIG, self._membership.promote(peer).to_bytes())
+                return
 
     # ----------------------------------------------------------------- plumbing
 

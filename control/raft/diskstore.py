@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from control.raft.errors import CorruptRecordError, DataDirError, StorageError
+from control.raft.membership import Membership, MembershipError
 from control.raft.records import encode_record, scan_records
 from control.raft.storage import append_offset
 from control.raft.types import Entry, EntryKind, HardState, Snapshot
@@ -51,6 +52,11 @@ _U32 = struct.Struct(">I")
 _ENTRY = struct.Struct(">QQBI")
 _HARD_STATE = struct.Struct(">QQBQ")
 _SNAPSHOT = struct.Struct(">QQ")
+# A snapshot payload is index | term | data; with this bit set in the index (never set in
+# a real index), a u32 length and the encoded configuration come before the data. Payloads
+# written before membership changes lack it and load with no configuration.
+_WITH_MEMBERSHIP = 1 << 63
+_MEMBERSHIP_LENGTH = struct.Struct(">I")
 
 
 class DiskStorage:
@@ -148,7 +154,7 @@ class DiskStorage:
         return self._snapshot
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        payload = _SNAPSHOT.pack(snapshot.index, snapshot.term) + snapshot.data
+        payload = _snapshot_payload(snapshot)
         _replace_file(self._file(SNAPSHOT_FILE), encode_record(payload))
         self._snapshot = snapshot
 
@@ -296,9 +302,22 @@ def _load_snapshot(path: str) -> Snapshot | None:
     offset, payload = record
     try:
         index, term = _SNAPSHOT.unpack_from(payload)
-    except struct.error as e:
+        if not index & _WITH_MEMBERSHIP:
+            return Snapshot(index, term, payload[_SNAPSHOT.size :])
+        (length,) = _MEMBERSHIP_LENGTH.unpack_from(payload, _SNAPSHOT.size)
+        at = _SNAPSHOT.size + _MEMBERSHIP_LENGTH.size
+        membership = Membership.from_bytes(payload[at : at + length])
+    except (struct.error, MembershipError) as e:
         raise CorruptRecordError(path, offset, "undecodable snapshot") from e
-    return Snapshot(index, term, payload[_SNAPSHOT.size :])
+    return Snapshot(index & ~_WITH_MEMBERSHIP, term, payload[at + length :], membership)
+
+
+def _snapshot_payload(snapshot: Snapshot) -> bytes:
+    if snapshot.membership is None:
+        return _SNAPSHOT.pack(snapshot.index, snapshot.term) + snapshot.data
+    members = snapshot.membership.to_bytes()
+    head = _SNAPSHOT.pack(snapshot.index | _WITH_MEMBERSHIP, snapshot.term)
+    return head + _MEMBERSHIP_LENGTH.pack(len(members)) + members + snapshot.data
 
 
 def _load_log(path: str, commit: int) -> tuple[int, list[Entry], int]:

@@ -123,3 +123,17 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     InstallSnapshot,
     TimeoutNow,
 )
+
+
+def shows_durable_state(m: Message) -> bool:
+    """Whether ``m`` proves its sender had durable Raft state when it sent it: a term it
+    campaigned or voted in, entries it stored, or leadership. A node whose data directory
+    is empty yet whose ID sent such a message once lost its data (control.joining)."""
+    match m:
+        case RequestVote(pre_vote=False) | AppendEntries() | Heartbeat() | InstallSnapshot():
+            return True
+        case RequestVoteResponse(pre_vote=False, granted=True) | TimeoutNow():
+            return True
+        case AppendEntriesResponse(success=True, index=index):
+            return index > 0
+    return False

@@ -16,7 +16,8 @@ class ProgressState(enum.Enum):
 
 
 class Progress:
-    """Invariant: ``match < next``. ``match`` only grows within a term."""
+    """Invariant: ``match < next``. ``match`` only grows within a term, unless the follower
+    proves it lost entries it acknowledged (see :meth:`on_reject`)."""
 
     __slots__ = (
         "acked_seq",
@@ -80,6 +81,12 @@ class Progress:
             return True
         if self.state is ProgressState.SNAPSHOT or rejected != self.next - 1:
             return False
+        if rejected <= self.match:
+            # The probe at `match` is refused: the follower no longer holds what it
+            # acknowledged (its data was lost). Probing at match + 1 again would be refused
+            # forever, at network speed; forget the match and back off by the hint instead,
+            # down to a snapshot if need be. A lower match only makes commits wait longer.
+            self.match = 0
         self.next = max(min(rejected, probe_hint + 1), self.match + 1)
         self.probe_sent = False
         return True

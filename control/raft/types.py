@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from control.raft.membership import Membership
+
 NodeId = int
 """A voter's identity. Ids are positive and unique within a cluster."""
 
@@ -16,6 +18,9 @@ class EntryKind(enum.IntEnum):
     """An application command: ``data`` is handed to the state machine."""
     NOOP = 1
     """The empty entry a new leader appends so it can commit in its own term."""
+    CONFIG = 2
+    """A new cluster configuration: ``data`` is an encoded
+    :class:`~control.raft.membership.Membership`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,9 @@ class Snapshot:
     index: int
     term: int
     data: bytes
+    membership: Membership | None = None
+    """The configuration in force at ``index``; None in a snapshot written before
+    membership changes existed, which means the bootstrap (``--peers``) configuration."""
 
 
 class Role(enum.Enum):

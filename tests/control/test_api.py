@@ -254,6 +254,9 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, dict[str, str] | None, int, str | N
     ("zero-weight", "POST", BACKENDS, {"url": "memcached://10.0.0.1:11211?weight=0"}, None,
      400, "bad_backend"),
     ("url-not-string", "POST", BACKENDS, {"url": 5}, None, 400, "bad_backend"),
+    # Never into the replicated log: ?password_file= instead.
+    ("inline-password", "POST", BACKENDS, {"url": "redis://:hunter2@10.0.0.1:6379/0"}, None,
+     400, "bad_backend"),
     ("no-url", "POST", BACKENDS, {}, None, 400, "bad_backend"),
     ("bad-json", "POST", BACKENDS, b"{not json", None, 400, "bad_json"),
     ("json-not-object", "POST", BACKENDS, b"[1, 2]", None, 400, "bad_json"),
@@ -303,6 +306,7 @@ def test_bad_requests_get_a_4xx_with_a_json_error(
     )  # fmt: skip
     assert r.status_code == status, r.text
     assert r.headers.get("content-type", "").startswith("application/json"), r.text
+    assert "hunter2" not in r.text  # an inline password is never echoed
     payload = r.json()
     assert isinstance(payload, dict)
     assert isinstance(payload.get("message"), str)

@@ -105,6 +105,8 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str, flushes: str) -> Non
     loop, so a write that blocked it would stop every clock at once and cost no election;
     the gaps between heartbeat answers show it.)"""
     delay = 1.5  # election timeout is 0.2-0.4 s; check-quorum steps down after 0.2 s
+    # Slow, not hung: below the stall bound (test_hung_disk.py covers writes beyond it).
+    stall_bound = 4 * delay
 
     async def scenario() -> tuple[list[int], list[int], float, list[float]]:
         loop = asyncio.get_running_loop()
@@ -124,7 +126,8 @@ def test_a_slow_fsync_does_not_starve_heartbeats(slow: str, flushes: str) -> Non
         for i, disk in disks.items():
             syncer = disk if isinstance(disk, SlowFlushes) else None
             nodes[i] = RaftNode(RaftConfig(node_id=i, peers=(1, 2, 3)), disk, Registry(), send,
-                                ControlMetrics(), random.Random(i), syncer)  # fmt: skip
+                                ControlMetrics(), random.Random(i), syncer,
+                                disk_stall_timeout=stall_bound)  # fmt: skip
             nodes[i].start()
         try:
             async with asyncio.timeout(10):
