@@ -95,6 +95,10 @@ class SafetyChecker:
         self.acked: dict[int, Entry] = {}
 
     @property
+    def quorum(self) -> int:
+        return self._quorum
+
+    @property
     def max_acked(self) -> int:
         return max(self.acked, default=0)
 

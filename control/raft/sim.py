@@ -7,7 +7,16 @@ that lose unsynced state, some part-way through persisting a Ready) and then a l
 phase: faults heal and, within ``liveness_ticks``, a leader must exist and every
 acknowledged proposal must be applied on every node. The checkers run after every tick.
 
-Usage: ``python -m control.raft.sim --seeds N [--seed S] [--steps M] [--nodes 3|5]``.
+Two drivers: by default each node persists a Ready synchronously within a tick
+(:class:`LocalNode`). With ``async_driver`` each node is an :class:`AsyncNode`, driven as
+control.node drives the core: a persist stays in flight for ticks while the node ticks and
+steps messages, and the disk (:class:`SimDisk`) adds its own faults: crashes that land
+part-way through a persist and lose what was not yet synced, write errors (ENOSPC, EIO)
+that stop a node, hung writes (that stall a node) and bit rot (that stops a node from
+starting again, on at most as many nodes as a quorum tolerates losing).
+
+Usage: ``python -m control.raft.sim --seeds N [--seed S] [--steps M] [--nodes 3|5]
+[--async-driver]``.
 Exits 1 and prints the failing seed on any violation.
 """
 
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import heapq
 import multiprocessing
 import random
@@ -26,12 +36,13 @@ from dataclasses import dataclass
 
 from control.raft.checkers import DurableLog, NodeView, SafetyChecker, Violation
 from control.raft.config import RaftConfig
-from control.raft.errors import NotLeader, RequestDropped
+from control.raft.errors import NotLeader, RequestDropped, StorageError
 from control.raft.log import LogSafetyError
 from control.raft.memstore import MemoryStorage
 from control.raft.messages import Message
 from control.raft.ready import Ready
-from control.raft.simnode import LocalNode, decode_snapshot
+from control.raft.simdisk import SimDisk, Write, WritePlan
+from control.raft.simnode import AsyncNode, LocalNode, decode_snapshot
 from control.raft.types import Entry, HardState, NodeId, Role, Snapshot
 
 MAX_IN_FLIGHT = 20_000
@@ -45,11 +56,18 @@ class SimOptions:
     liveness_ticks: int = 300
     unsafe_commit_old_term: bool = False
     """TEST ONLY: runs the cores with the planted Figure 8 commit bug."""
+    async_driver: bool = False
+    """Drive each node as control.node does, with persists in flight and disk faults."""
 
 
 @dataclass(frozen=True, slots=True)
 class FaultRates:
-    """Per-tick probabilities (and limits) drawn once per seed, so seeds differ in kind."""
+    """Per-tick probabilities (and limits) drawn once per seed, so seeds differ in kind.
+
+    ``crash_mid_persist`` and ``defer_ready`` shape the synchronous driver alone (the async
+    driver's persists are in flight across ticks anyway); the disk rates are drawn for the
+    async driver alone, after the others, so the synchronous driver's seeds are unchanged.
+    """
 
     drop: float
     duplicate: float
@@ -65,10 +83,16 @@ class FaultRates:
     leader_churn: float
     """Chance that a new leader is crashed or isolated within a few ticks of winning,
     which leaves partly replicated terms behind (the setting of Raft's Figure 8)."""
+    disk_hang: float = 0.0
+    """Per persist: it lands late, up to three stall bounds late, or not until the run heals."""
+    disk_error: float = 0.0
+    """Per persist: one of its writes fails (ENOSPC or EIO) and the node stops."""
+    rot: float = 0.0
+    """Per tick: a node's disk rots, so it never starts again."""
 
     @classmethod
-    def draw(cls, rng: random.Random) -> FaultRates:
-        return cls(
+    def draw(cls, rng: random.Random, async_driver: bool = False) -> FaultRates:
+        rates = cls(
             drop=rng.choice((0.0, 0.01, 0.05, 0.15)),
             duplicate=rng.choice((0.0, 0.02, 0.1)),
             max_delay=rng.choice((1, 2, 3, 4)),
@@ -81,6 +105,14 @@ class FaultRates:
             read=rng.choice((0.0, 0.05, 0.2)),
             transfer=rng.choice((0.0, 0.005, 0.02)),
             leader_churn=rng.choice((0.0, 0.0, 0.3, 0.7)),
+        )
+        if not async_driver:
+            return rates
+        return dataclasses.replace(
+            rates,
+            disk_hang=rng.choice((0.0, 0.0, 0.002, 0.01)),
+            disk_error=rng.choice((0.0, 0.0, 0.002, 0.005)),
+            rot=rng.choice((0.0, 0.0, 0.002)),
         )
 
     def healed(self) -> FaultRates:
@@ -170,13 +202,19 @@ class _Network:
 
 
 class _SimNode:
-    """A node slot in the cluster: survives crashes, which replace its LocalNode."""
+    """A node slot in the cluster: survives crashes, which replace its node."""
 
-    def __init__(self, config: RaftConfig, rng: random.Random) -> None:
+    def __init__(self, config: RaftConfig) -> None:
         self.config = config
         self.storage = MemoryStorage()
+        self.disk: SimDisk | None = None
+        """The async driver's disk over ``storage``; None with the synchronous driver."""
+        self.persist_ticks = 0
+        """The async driver's disk speed: a persist lands 1 to this many ticks after it
+        starts. Drawn per node, so a leader's disk can be slower than a follower's round
+        trip, and its followers acknowledge entries its own write still holds."""
         self.incarnation = 0
-        self.node: LocalNode | None = LocalNode(config, rng, self.storage)
+        self.node: LocalNode | AsyncNode | None = None
         self.paused_until = 0
         self.restart_at = 0
 
@@ -184,7 +222,12 @@ class _SimNode:
     def id(self) -> NodeId:
         return self.config.node_id
 
-    def running(self, now: int) -> LocalNode | None:
+    @property
+    def lost(self) -> bool:
+        """Its disk rotted: it never starts again and never votes again."""
+        return self.disk is not None and self.disk.rotted
+
+    def running(self, now: int) -> LocalNode | AsyncNode | None:
         return self.node if self.node is not None and now >= self.paused_until else None
 
 
@@ -195,7 +238,7 @@ class Simulation:
         self.seed = seed
         self.options = options
         self.rng = random.Random(seed)
-        self.rates = FaultRates.draw(self.rng)
+        self.rates = FaultRates.draw(self.rng, options.async_driver)
         self.now = 0
         self.trace: deque[str] = deque(maxlen=TRACE_LINES)
         ids = tuple(range(1, options.nodes + 1))
@@ -211,11 +254,15 @@ class Simulation:
                     snapshot_threshold=threshold,
                     snapshot_trailing=trailing,
                     unsafe_commit_old_term=options.unsafe_commit_old_term,
-                ),
-                self._node_rng(),
+                )
             )
             for i in ids
         ]
+        for slot in self.slots:
+            if options.async_driver:
+                slot.disk = SimDisk(slot.storage, functools.partial(self._on_write, slot))
+                slot.persist_ticks = self.rng.choice((1, 2, 4, 8))
+            slot.node = self._new_node(slot)
         self.network = _Network(random.Random(self.rng.getrandbits(64)))
         self.checker = SafetyChecker(quorum=options.nodes // 2 + 1)
         self._proposals: dict[bytes, tuple[NodeId, int, int]] = {}
@@ -226,9 +273,27 @@ class Simulation:
         self._stored_logs_shrank = False
         """Set when a stored log lost entries, the only way an acknowledged one can vanish."""
         self._heal_at = 0
+        self._checked: dict[NodeId, tuple[int, int, Role, int, int]] = {}
+        """What the checkers last saw of each node: a view that has not changed since passes
+        every check it passed before, so it is not built again."""
 
     def _node_rng(self) -> random.Random:
         return random.Random(self.rng.getrandbits(64))
+
+    def _new_node(self, slot: _SimNode) -> LocalNode | AsyncNode:
+        """Starts a node on the slot's storage; StorageError if its disk refuses to open."""
+        rng = self._node_rng()
+        if slot.disk is None:
+            return LocalNode(slot.config, rng, slot.storage)
+        return AsyncNode(
+            slot.config,
+            rng,
+            slot.disk,
+            self.now,
+            self._send,
+            functools.partial(self._observe_applied, slot),
+            functools.partial(self._plan_write, slot),
+        )
 
     def _log(self, text: str) -> None:
         self.trace.append(f"t={self.now} {text}")
@@ -258,13 +323,22 @@ class Simulation:
         self._churn.clear()
         for slot in self.slots:
             slot.paused_until = 0
-            if slot.node is None:
+            if slot.disk is not None:
+                slot.disk.failing_until = 0
+            if isinstance(slot.node, AsyncNode) and slot.node.in_flight is not None:
+                plan = slot.node.in_flight.plan
+                plan.fails_at = None
+                if plan.done_at is None:
+                    plan.done_at = self.now + 1
+            if slot.node is None and not slot.lost:
                 self._restart(slot)
 
     def _live(self) -> bool:
         target = self.checker.max_acked
         has_leader = False
         for slot in self.slots:
+            if slot.lost:
+                continue
             node = slot.node
             if node is None or node.sm.index < target:
                 return False
@@ -299,7 +373,14 @@ class Simulation:
                 self._restart(slot)
         for slot in self.slots:
             node = slot.running(now)
-            if node is not None:
+            if isinstance(node, AsyncNode):
+                node.poll_disk(now)
+                if node.failure is not None:
+                    self._log(f"node {slot.id} stops: {node.failure}")
+                    self._crash(slot)
+                else:
+                    node.tick(now)
+            elif node is not None:
                 node.core.tick()
                 self._send(node.core.take_messages())
         for m in self.network.due(now):
@@ -309,12 +390,14 @@ class Simulation:
             node = slot.running(now)
             if node is None:
                 self.network.hold(m, now)
+            elif isinstance(node, AsyncNode):
+                node.step(m)
             else:
                 node.core.step(m)
                 self._send(node.core.take_messages())
         for slot in self.slots:
             node = slot.running(now)
-            if node is not None and not (
+            if isinstance(node, LocalNode) and not (
                 self.rates.defer_ready and self.rng.random() < self.rates.defer_ready
             ):
                 self._handle_ready(slot, node)
@@ -335,6 +418,10 @@ class Simulation:
                 self._log(f"node {slot.id} leads term {core.term}")
                 if self.rates.leader_churn and self.rng.random() < self.rates.leader_churn:
                     self._churn.append((self.now + self.rng.randint(0, 4), slot.id))
+            seen = (slot.incarnation, core.term, core.role, core.commit_index, core.applied_index)
+            if self._checked.get(slot.id) == seen:
+                continue
+            self._checked[slot.id] = seen
             views.append(
                 NodeView(
                     slot.id,
@@ -352,6 +439,8 @@ class Simulation:
     def _durable_logs(self) -> list[DurableLog]:
         logs = []
         for slot in self.slots:
+            if slot.lost:
+                continue
             st = slot.storage
             snap = st.load_snapshot()
             logs.append(
@@ -392,6 +481,23 @@ class Simulation:
             checker.on_persist(slot.id, rd.entries, slot.storage.term_at(first - 1))
         if rd.hard_state is not None:
             checker.on_durable_commit(slot.id, rd.hard_state.commit)
+        self._observe_applied(slot, rd)
+
+    def _on_write(self, slot: _SimNode, write: Write) -> None:
+        """The async driver's ``write`` is about to land durably on ``slot``'s disk."""
+        stored, arg = slot.storage, write.arg
+        if isinstance(arg, tuple):
+            first = arg[0].index
+            if first <= stored.last_index:
+                self._stored_logs_shrank = True
+            self.checker.on_persist(slot.id, arg, stored.term_at(first - 1))
+        elif isinstance(arg, HardState):
+            self.checker.on_durable_commit(slot.id, arg.commit)
+        elif write.name == "reset":
+            self._stored_logs_shrank = True
+
+    def _observe_applied(self, slot: _SimNode, rd: Ready) -> None:
+        checker = self.checker
         if rd.snapshot is not None:
             index, digest = decode_snapshot(rd.snapshot.data)
             checker.on_restore(slot.id, index, digest)
@@ -405,8 +511,13 @@ class Simulation:
             checker.on_read(slot.id, rs.index, self._reads.pop(rs.ctx))
 
     def _durable_copies(self, entry: Entry) -> int:
+        """How many nodes hold ``entry`` durably. A lost node counts: it can never vote
+        again, so every quorum of the rest still meets a holder if enough of them hold it."""
         copies = 0
         for slot in self.slots:
+            if slot.lost:
+                copies += 1
+                continue
             snap = slot.storage.load_snapshot()
             if slot.storage.term_at(entry.index) == entry.term or (
                 snap is not None and snap.index >= entry.index
@@ -444,6 +555,21 @@ class Simulation:
             if slot.node is not None:
                 self._log(f"node {slot.id} crashes")
                 self._crash(slot)
+        if rates.rot and rng.random() < rates.rot:
+            self._rot(self._victim())
+
+    def _rot(self, slot: _SimNode) -> None:
+        """Rots ``slot``'s disk, unless that would lose more nodes than a quorum tolerates.
+        The records' checksums find it when the node next starts, which it then refuses,
+        so the node is stopped now and stays down."""
+        assert slot.disk is not None
+        lost = sum(s.lost for s in self.slots)
+        if slot.lost or lost >= len(self.slots) - self.checker.quorum:
+            return
+        self._log(f"node {slot.id}'s disk rots")
+        slot.disk.rotted = True
+        if slot.node is not None:
+            self._crash(slot)
 
     def _victim(self) -> _SimNode:
         """A node to fault: a leader half of the time, as leader faults are the subtle ones."""
@@ -485,6 +611,12 @@ class Simulation:
         self._log(f"one-way link cuts {sorted(blocked)}")
 
     def _crash(self, slot: _SimNode) -> None:
+        node = slot.node
+        if isinstance(node, AsyncNode) and node.in_flight is not None:
+            w = node.in_flight
+            landed = 0 if w.error is not None else None
+            node.disk.crash(w.writes, self.rng, landed)
+            self._stored_logs_shrank = True
         slot.node = None
         slot.paused_until = 0
         slot.restart_at = self.now + self.rng.randint(1, 40)
@@ -492,8 +624,30 @@ class Simulation:
     def _restart(self, slot: _SimNode) -> None:
         slot.incarnation += 1
         slot.restart_at = 0
-        slot.node = LocalNode(slot.config, self._node_rng(), slot.storage)
+        try:
+            slot.node = self._new_node(slot)
+        except StorageError as e:
+            self._log(f"node {slot.id} refuses to start: {e}")
+            if not slot.lost:
+                slot.restart_at = self.now + self.rng.randint(1, 40)
+            return
         self._log(f"node {slot.id} restarts")
+
+    def _plan_write(self, slot: _SimNode, writes: int) -> WritePlan:
+        """How a persist of ``writes`` storage calls that ``slot`` starts now will end."""
+        rng, rates, now = self.rng, self.rates, self.now
+        if rates.disk_hang and rng.random() < rates.disk_hang:
+            if rng.random() < 0.3:
+                return WritePlan(None)
+            stall = 2 * slot.config.election_ticks_max
+            return WritePlan(now + rng.randint(slot.persist_ticks, 3 * stall))
+        done_at = now + rng.randint(1, slot.persist_ticks)
+        if rates.disk_error and rng.random() < rates.disk_error:
+            assert slot.disk is not None
+            slot.disk.failing_until = done_at + rng.randint(0, 60)
+            error = rng.choice(("[Errno 28] No space left on device", "[Errno 5] I/O error"))
+            return WritePlan(done_at, rng.randrange(writes), error)
+        return WritePlan(done_at)
 
     def _client_requests(self) -> None:
         rng, rates = self.rng, self.rates
@@ -567,13 +721,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--trace", action="store_true", help="print the trace of a failure")
     parser.add_argument(
+        "--async-driver",
+        action="store_true",
+        help="drive nodes as control.node does, persists in flight, with disk faults",
+    )
+    parser.add_argument(
         "--unsafe-commit-old-term",
         action="store_true",
         help="TEST ONLY: plant the Figure 8 commit bug to see the checkers fail",
     )
     args = parser.parse_args(argv)
     options = SimOptions(
-        nodes=args.nodes, steps=args.steps, unsafe_commit_old_term=args.unsafe_commit_old_term
+        nodes=args.nodes,
+        steps=args.steps,
+        unsafe_commit_old_term=args.unsafe_commit_old_term,
+        async_driver=args.async_driver,
     )
     started = time.monotonic()
     seeds = range(args.seed, args.seed + args.seeds)
@@ -583,9 +745,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(trace)
             print(f"FAIL seed={seed}: {violation}")
             unsafe = " --unsafe-commit-old-term" if args.unsafe_commit_old_term else ""
+            driver = " --async-driver" if args.async_driver else ""
             print(
                 f"reproduce: python -m control.raft.sim --seed {seed} --steps {args.steps} "
-                f"--nodes {args.nodes}{unsafe} --trace"
+                f"--nodes {args.nodes}{unsafe}{driver} --trace"
             )
             return 1
     elapsed = time.monotonic() - started
