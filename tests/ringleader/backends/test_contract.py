@@ -82,7 +82,7 @@ def test_an_error_reply_is_one_requests_protocol_error(backend: Backend) -> None
         bad, match = (lambda c: c.get(b"list")), "WRONGTYPE"
     else:
         # A key with a space splits the command; memcached answers with an error line.
-        bad, match = (lambda c: c.delete(b"two words")), ""
+        bad, match = (lambda c: c.delete(b"two words")), "CLIENT_ERROR bad command line"
 
     async def scenario() -> None:
         c = backend.client()
