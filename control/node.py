@@ -19,7 +19,6 @@ linearizable read or watch until the write completes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import itertools
 import logging
@@ -36,7 +35,7 @@ from control.raft.core import RaftCore
 from control.raft.errors import NotLeader, RequestDropped
 from control.raft.membership import Membership
 from control.raft.messages import Message, shows_durable_state
-from control.raft.ready import Ready
+from control.raft.ready import Ready, without_commit_only_hard_state
 from control.raft.storage import (
     BufferedAppend,
     Storage,
@@ -405,7 +404,7 @@ class RaftNode(Generic[R]):
         try:
             while self.core.has_ready():
                 rd = self.core.ready()
-                durable = self._durable_part(rd)
+                durable = without_commit_only_hard_state(rd, self._storage.load_hard_state())
                 if durable.snapshot is None and not durable.entries and durable.hard_state is None:
                     self._send(rd.messages)
                     self._apply(rd)
@@ -570,20 +569,6 @@ class RaftNode(Generic[R]):
         self.failure = f"raft driver stopped: {exc}"
         log.critical(self.failure, exc_info=exc)
         self.failed.set()
-
-    def _durable_part(self, rd: Ready) -> Ready:
-        """`rd` without a hard state that differs from the stored one only in commit.
-
-        Raft needs term and vote durable before replying, but not the commit index: a
-        restarted node relearns it from the leader, and every committed entry is on a
-        majority of logs anyway. Skipping those writes saves two fsyncs per write
-        (etcd does the same).
-        """
-        hs = rd.hard_state
-        stored = self._storage.load_hard_state()
-        if hs is not None and (hs.term, hs.vote) == (stored.term, stored.vote):
-            return dataclasses.replace(rd, hard_state=None)
-        return rd
 
     def _on_soft_state(self, soft: SoftState) -> None:
         previous, self._soft = self._soft, soft

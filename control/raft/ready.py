@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from control.raft.messages import Message
@@ -42,3 +43,17 @@ class Compaction:
 
     snapshot: Snapshot
     log_through: int
+
+
+def without_commit_only_hard_state(rd: Ready, stored: HardState) -> Ready:
+    """`rd` without a hard state that differs from `stored` only in commit.
+
+    Raft needs term and vote durable before replying, but not the commit index: a restarted
+    node relearns it from the leader, and every committed entry is on a majority of logs
+    anyway. Skipping those writes saves two fsyncs per write (etcd does the same). The
+    driver (control/node.py) and the simulator's model of it (simnode.py) both use this.
+    """
+    hs = rd.hard_state
+    if hs is not None and (hs.term, hs.vote) == (stored.term, stored.vote):
+        return dataclasses.replace(rd, hard_state=None)
+    return rd

@@ -5,7 +5,6 @@ flight across ticks and steps."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import random
 from collections.abc import Callable
@@ -16,10 +15,10 @@ from control.raft.config import RaftConfig
 from control.raft.core import RaftCore
 from control.raft.memstore import MemoryStorage
 from control.raft.messages import Message
-from control.raft.ready import Ready
+from control.raft.ready import Ready, without_commit_only_hard_state
 from control.raft.simdisk import SimDisk, Write, WritePlan, planned_writes
 from control.raft.storage import Storage, load_state, persist_compaction, persist_ready
-from control.raft.types import Entry, HardState, Snapshot
+from control.raft.types import Entry, Snapshot
 
 Send = Callable[[tuple[Message, ...]], None]
 
@@ -106,15 +105,6 @@ class WriteInFlight:
     plan: WritePlan
     error: str | None = None
     """Set once the write failed: ``writes`` then starts at the failed call."""
-
-
-def without_commit_only_hard_state(rd: Ready, stored: HardState) -> Ready:
-    """``rd`` without a hard state that differs from ``stored`` only in commit, which
-    control.node.RaftNode does not write (a restarted node relearns commit from the leader)."""
-    hs = rd.hard_state
-    if hs is not None and (hs.term, hs.vote) == (stored.term, stored.vote):
-        return dataclasses.replace(rd, hard_state=None)
-    return rd
 
 
 class AsyncNode:

@@ -3,7 +3,9 @@ serving a shared listening socket. Contract for the protocol modules (redis.py, 
 
 - One `Front` per protocol per worker: `Front(name, limits, metrics, refusal, flusher)`, then
   `await front.serve(sock, factory)` where `factory()` returns a new `FrontConnection`
-  subclass instance bound to that front; at shutdown `await front.close(grace)`.
+  subclass instance bound to that front; at shutdown `await front.drain()` within a
+  timeout, then `front.abort()`. A protocol's service object (`FrontService`) holds its
+  `Front` and its `Upstreams` and is what the worker drives.
   Beyond `limits.max_connections` open connections a new one gets `refusal` and is closed.
 - A `FrontConnection` subclass implements `received(data)`: parse whole commands, and for
   each one take a `Slot` with `reserve()` and later fill it with `complete(slot, reply)`,
@@ -28,10 +30,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from proxy.metrics import ProxyMetrics
 from proxy.telemetry import CounterFamily
+
+if TYPE_CHECKING:
+    # upstream.py imports this module (Flusher); the type is only named here.
+    from proxy.native.upstream import Upstreams
 
 OTHER = "other"
 # After its last reply, a connection being closed reads and drops what the client still
@@ -165,19 +171,27 @@ class Front:
         for conn in list(self.connections):
             conn.abort()
 
-    async def close(self, grace: float) -> None:
-        """`drain()` for at most `grace` seconds, then `abort()`."""
-        try:
-            async with asyncio.timeout(grace):
-                await self.drain()
-        except TimeoutError:
-            self.abort()
-
     def closed(self, conn: FrontConnection) -> None:
         self.connections.discard(conn)
         self.metrics.connections.set(len(self.connections))
         if not self.connections:
             self._all_closed.set()
+
+
+class FrontService:
+    """One protocol's front in a worker, as the worker drives it: the listener and the
+    backend connections; `drain()` within a timeout, then `close()`."""
+
+    front: Front
+    upstreams: Upstreams
+
+    async def drain(self) -> None:
+        """Answers what every connection has read, then closes it (bound with a timeout)."""
+        await self.front.drain()
+
+    def close(self) -> None:
+        self.front.abort()
+        self.upstreams.close()
 
 
 class FrontConnection(asyncio.Protocol):

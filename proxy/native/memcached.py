@@ -27,6 +27,7 @@ from proxy.native.front import (
     FrontConnection,
     FrontLimits,
     FrontMetrics,
+    FrontService,
     Slot,
 )
 from proxy.native.memcached_protocol import (
@@ -58,7 +59,7 @@ _ERRORS = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
 _META_READ = b"mg"
 
 
-class MemcachedFront:
+class MemcachedFront(FrontService):
     """The memcached front of one worker."""
 
     def __init__(
@@ -80,14 +81,6 @@ class MemcachedFront:
 
     async def serve(self, sock: socket.socket) -> None:
         await self.front.serve(sock, lambda: MemcachedConnection(self))
-
-    async def drain(self) -> None:
-        """Answers what every connection has read, then closes it (bound with a timeout)."""
-        await self.front.drain()
-
-    def close(self) -> None:
-        self.front.abort()
-        self.upstreams.close()
 
 
 class MemcachedConnection(FrontConnection):

@@ -38,6 +38,7 @@ from proxy.native.front import (
     FrontConnection,
     FrontLimits,
     FrontMetrics,
+    FrontService,
     Slot,
 )
 from proxy.native.redis_commands import COMMANDS, Command, Kind
@@ -59,7 +60,7 @@ _LONGEST_NAME_SHOWN = 64
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 
-class RedisFront:
+class RedisFront(FrontService):
     """The redis front of one worker: its listening socket, connections and upstreams."""
 
     def __init__(
@@ -87,14 +88,6 @@ class RedisFront:
     async def serve(self, sock: socket.socket) -> None:
         self.port = sock.getsockname()[1]
         await self.front.serve(sock, lambda: RedisConnection(self))
-
-    async def drain(self) -> None:
-        """Answers what every connection has read, then closes it (bound with a timeout)."""
-        await self.front.drain()
-
-    def close(self) -> None:
-        self.front.abort()
-        self.upstreams.close()
 
     def info(self, section: bytes | None) -> bytes:
         """INFO's text: server and clients as redis shows them, and a `# Proxy` section."""

@@ -44,11 +44,6 @@ from ringleader.backends.errors import BackendProtocolError, BackendTimeout, Bac
 
 log = logging.getLogger("ringleader.native")
 
-# Keys whose owner is remembered, per front and worker: the key hash is Python code and
-# costs microseconds, a dict hit tens of nanoseconds, and cache traffic is mostly hot keys.
-# Forgotten all at once when full, and whenever a new ring comes.
-ROUTE_CACHE_KEYS = 32_768
-
 Done = Callable[[Any], None]
 
 
@@ -319,7 +314,6 @@ class Upstreams:
         self._greeting = greeting
         self._by_spec: dict[BackendSpec, Upstream] = {}
         self._by_name: dict[str, Upstream] = {}
-        self._cache: dict[bytes, Upstream] = {}
         self._table: RoutingTable | None = None
         self.mismatch: str | None = None
         self._follow(router.table)
@@ -332,18 +326,11 @@ class Upstreams:
         table = self._router.table
         if table is not self._table:
             self._follow(table)
-        cache = self._cache
-        upstream = cache.get(key)
-        if upstream is not None:
-            return upstream
         ring = table.ring
         if ring is None or self.mismatch is not None:
             return None
-        upstream = self._by_name[ring.lookup(key).name]
-        if len(cache) >= ROUTE_CACHE_KEYS:
-            cache.clear()
-        cache[key] = upstream
-        return upstream
+        # Hot keys cost a bisect here: the ring remembers their hashes (HASH_MEMO).
+        return self._by_name[ring.lookup(key).name]
 
     def refresh(self) -> None:
         """Follows a newly installed ring now rather than at the next command, so that a
@@ -363,7 +350,6 @@ class Upstreams:
         """Builds the name -> upstream map of a newly installed ring. A front whose
         protocol the pool does not speak serves errors until a matching ring comes."""
         self._table = table
-        self._cache = {}
         others = sorted({s.protocol.value for s in table.state.backends} - {self._protocol})
         if others:
             self.mismatch = f"the pool's backends speak {', '.join(others)}, not {self._protocol}"

@@ -19,8 +19,10 @@ from ringleader.ring.hashtag import tagged
 
 POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4
-# Key hashes each ring remembers (a few hundred kB at most).
-HASH_MEMO = 4096
+# Key hashes each ring remembers, for every caller (KV, HTTP cache, native fronts): the key
+# hashes are Python loops costing microseconds, and cache traffic is mostly hot keys.
+# A few MB per ring at most.
+HASH_MEMO = 32_768
 
 _F32 = struct.Struct("<f")
 _WORDS = struct.Struct("<4I")

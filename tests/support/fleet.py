@@ -391,8 +391,10 @@ class Fleet:
 # -- direct cache-server access ---------------------------------------------------------------
 
 
-def _exchange(port: int, payload: bytes, done: Callable[[bytes], bool], timeout: float = 2.0
-              ) -> bytes:  # fmt: skip
+def exchange(port: int, payload: bytes, done: Callable[[bytes], bool], timeout: float = 5.0
+             ) -> bytes:  # fmt: skip
+    """Sends `payload` on a new connection and reads until `done(reply)` or the connection
+    closes."""
     with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
         s.sendall(payload)
         data = b""
@@ -409,7 +411,7 @@ def _exchange(port: int, payload: bytes, done: Callable[[bytes], bool], timeout:
 
 def memcached_meta(port: int, key: str) -> tuple[bytes | None, int | None]:
     """(value, remaining TTL in seconds; -1 = no expiry) via `mg KEY v t`, or (None, None)."""
-    reply = _exchange(port, f"mg {key} v t\r\n".encode(),
+    reply = exchange(port, f"mg {key} v t\r\n".encode(),
                       lambda d: d.startswith(b"EN\r\n") or (d.endswith(b"\r\n") and
                       d.count(b"\r\n") >= 2))  # fmt: skip
     if reply.startswith(b"EN"):
@@ -423,14 +425,14 @@ def memcached_meta(port: int, key: str) -> tuple[bytes | None, int | None]:
 
 
 def memcached_set(port: int, key: str, value: bytes) -> None:
-    reply = _exchange(port, b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(value), value),
+    reply = exchange(port, b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(value), value),
                       lambda d: d.endswith(b"\r\n"))  # fmt: skip
     assert reply == b"STORED\r\n", reply
 
 
 def memcached_stat(port: int, name: str) -> int:
     """One counter of memcached's `stats`."""
-    reply = _exchange(port, b"stats\r\n", lambda d: d.endswith(b"END\r\n"))
+    reply = exchange(port, b"stats\r\n", lambda d: d.endswith(b"END\r\n"))
     for line in reply.decode().splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[1] == name:
@@ -444,18 +446,18 @@ def _resp(*parts: bytes) -> bytes:
 
 def redis_ttl(port: int, key: str) -> int:
     """redis TTL: seconds left, -1 without expiry, -2 if absent."""
-    reply = _exchange(port, _resp(b"TTL", key.encode()), lambda d: d.endswith(b"\r\n"))
+    reply = exchange(port, _resp(b"TTL", key.encode()), lambda d: d.endswith(b"\r\n"))
     assert reply.startswith(b":"), reply
     return int(reply[1:].strip())
 
 
 def redis_set(port: int, key: str, value: bytes) -> None:
-    reply = _exchange(port, _resp(b"SET", key.encode(), value), lambda d: d.endswith(b"\r\n"))
+    reply = exchange(port, _resp(b"SET", key.encode(), value), lambda d: d.endswith(b"\r\n"))
     assert reply == b"+OK\r\n", reply
 
 
 def redis_exists(port: int, key: str) -> bool:
-    reply = _exchange(port, _resp(b"EXISTS", key.encode()), lambda d: d.endswith(b"\r\n"))
+    reply = exchange(port, _resp(b"EXISTS", key.encode()), lambda d: d.endswith(b"\r\n"))
     return reply.strip() == b":1"
 
 

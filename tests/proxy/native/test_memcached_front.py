@@ -25,7 +25,7 @@ from proxy.router import RingState, Router
 from ringleader.backend_url import BackendSpec, parse_backend_url
 from ringleader.backends import ClientSettings
 from ringleader.ring import KetamaRing
-from tests.support.fleet import memcached_meta
+from tests.support.fleet import exchange, memcached_meta
 from tests.support.servers import LOOPBACK, ProcessGroup, ServerProcess, memcached_url
 
 FAST = ClientSettings(connect_timeout=0.3, request_timeout=0.5, reconnect_backoff_min=0.05,
@@ -107,23 +107,6 @@ def front(servers: list[ServerProcess]) -> Iterator[FrontThread]:
         yield thread
     finally:
         thread.close()
-
-
-def exchange(port: int, payload: bytes, done: Callable[[bytes], bool], timeout: float = 5.0
-             ) -> bytes:  # fmt: skip
-    """Sends `payload` and reads until `done(reply)` or the connection closes."""
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
-        s.sendall(payload)
-        data = b""
-        deadline = time.monotonic() + timeout
-        while not done(data):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no complete reply: {data[-200:]!r}")
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
 
 
 def version_answered(port: int) -> bool:

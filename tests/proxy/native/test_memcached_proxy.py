@@ -10,7 +10,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,7 +19,7 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
 from tests.support.control_cluster import parse_metric
-from tests.support.fleet import FAILOVER_TTL, Fleet, FleetProxy, memcached_meta
+from tests.support.fleet import FAILOVER_TTL, Fleet, FleetProxy, exchange, memcached_meta
 from tests.support.servers import (
     LOOPBACK,
     ProcessGroup,
@@ -107,18 +107,6 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemcachedProxy]:
 def spread(prefix: str, count: int) -> list[str]:
     """Keys that spread over the ring (fnv1a_64 keeps keys differing in a counter close)."""
     return [f"{prefix}:{hashlib.md5(str(i).encode()).hexdigest()[:10]}" for i in range(count)]
-
-
-def exchange(port: int, payload: bytes, done: Callable[[bytes], bool]) -> bytes:
-    with socket.create_connection((LOOPBACK, port), timeout=10) as s:
-        s.sendall(payload)
-        data = b""
-        while not done(data):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
 
 
 # -- pymemcache, unchanged --------------------------------------------------------------------
