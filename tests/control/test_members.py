@@ -36,7 +36,15 @@ def roles(body: dict[str, Any]) -> dict[int, str]:
 def test_list_shows_voters_with_match_indexes_from_the_leader(cluster: ControlCluster) -> None:
     leader = cluster.wait_leader()
     follower = cluster.followers(leader)[0]
-    body = listing(cluster, follower)  # forwarded: the leader knows the match indexes
+    body: dict[str, Any] = {}
+
+    def heard_from_all() -> bool:
+        # A new leader commits once one follower answers; the other's match index and
+        # reachability come with its own first answer, a moment later on a loaded machine.
+        body.update(listing(cluster, follower))  # forwarded: the leader knows the matches
+        return all(m["match"] and m["reachable"] for m in body["members"])
+
+    wait_until(heard_from_all, 10, "the leader to hear from every member")
     assert roles(body) == {1: "voter", 2: "voter", 3: "voter"}
     assert body["leader"] == leader
     for m in body["members"]:
@@ -100,7 +108,9 @@ def test_a_learner_that_never_catches_up_stays_a_learner_and_quorum_is_unchanged
     # Three voters still commit alone.
     cluster.write_acked("POST", "/v1/pools", {"pool": f"p{uuid.uuid4().hex[:6]}"})
     leader = cluster.wait_leader()
-    assert cluster.metric(leader, "ringleader_control_members", {"role": "learner"}) == 1
+    # A leader elected meanwhile may apply the add a moment after it is confirmed.
+    wait_until(lambda: cluster.metric(leader, "ringleader_control_members", {"role": "learner"})
+               == 1, 5, "the leader to count the learner")  # fmt: skip
 
     removed = cluster.write(1, "DELETE", MEMBERS + "/9")
     assert removed.status_code == 200, removed.text

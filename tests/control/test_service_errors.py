@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -268,7 +269,7 @@ def test_a_node_with_the_wrong_token_cannot_join(tmp_path: Path, procs: ProcessG
         for node in cluster.nodes.values():
             assert node.process is not None
             node.process.wait_port()
-        leader = cluster.wait_leader(among=[1, 2])
+        cluster.wait_leader(among=[1, 2])
         cluster.write_acked("POST", "/v1/pools/default/backends", {"url": backend_url("t")},
                             prefer=[1, 2])  # fmt: skip
 
@@ -283,12 +284,28 @@ def test_a_node_with_the_wrong_token_cannot_join(tmp_path: Path, procs: ProcessG
                    "nodes 1 and 2 to reject node 3's vote requests")  # fmt: skip
         wait_until(lambda: "peer refused: 401" in intruder.log_tail(200), 10,
                    "node 3 to log that its peers refuse its token")  # fmt: skip
-        status = cluster.status(3)
-        assert status is not None
+        # Polled, with generous timeouts: a loaded machine can make a node miss the short
+        # STATUS_TIMEOUT, and that says nothing about the token.
+        status: dict[str, Any] = {}
+
+        def answered() -> bool:
+            status.update(cluster.status(3, timeout=5) or {})
+            return bool(status)
+
+        wait_until(answered, 10, "node 3 to answer /v1/status")
         assert status["leader"] is None
         assert status["applied_index"] == 0
-        assert cluster.http.get(cluster.url(3) + "/readyz").status_code == 503
+        # Term 0: node 3 never took a message from nodes 1 and 2 (any would carry their
+        # term), and they never granted its pre-votes (a pre-vote won starts a real
+        # election, at term 1 or more). So node 3 cannot have disturbed their elections.
+        assert status["term"] == 0
+        assert cluster.http.get(cluster.url(3) + "/readyz", timeout=5).status_code == 503
         assert intruder.alive()
-        assert cluster.current_leader(among=[1, 2]) == leader
+        # Nodes 1 and 2 still elect and commit without node 3. Not "the same leader as
+        # before": on a loaded machine the pair may hold an election of its own, which node
+        # 3, whose every message they refuse, can have no part in.
+        cluster.wait_leader(among=[1, 2])
+        cluster.write_acked("POST", "/v1/pools/default/backends", {"url": backend_url("u")},
+                            prefer=[1, 2])  # fmt: skip
     finally:
         cluster.close()

@@ -327,7 +327,7 @@ def refused_stream(url: str, headers: dict[str, str], body: EndlessBody) -> str:
 def test_a_stream_with_a_wrong_token_is_refused_while_it_is_still_streaming(
     cluster: ControlCluster,
 ) -> None:
-    node = cluster.current_leader()
+    node = cluster.wait_leader()
     labels = {"reason": "token"}
     before = cluster.metric(node, "ringleader_raft_peer_rpc_rejected_total", labels)
     body = EndlessBody()
@@ -338,7 +338,7 @@ def test_a_stream_with_a_wrong_token_is_refused_while_it_is_still_streaming(
 
 
 def test_a_malformed_frame_mid_stream_ends_the_stream_with_a_400(cluster: ControlCluster) -> None:
-    node = cluster.current_leader()
+    node = cluster.wait_leader()
     labels = {"reason": "malformed"}
     before = cluster.metric(node, "ringleader_raft_peer_rpc_rejected_total", labels)
     body = EndlessBody(b"[]\n\n[]\n{not json\n")

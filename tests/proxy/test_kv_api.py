@@ -284,13 +284,19 @@ def test_admin_health_readiness_and_metrics(env: KVEnv) -> None:
     ready = httpx.get(f"{env.proxy.admin_url}/readyz")
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
     env.client.get(kv(env.proxy, "metrics-probe"))
-    metrics = _metrics(env.proxy.admin_url)
+    families = ("ringleader_proxy_request_duration_seconds_bucket",
+                "ringleader_proxy_responses_total", "ringleader_backend_up")  # fmt: skip
+    metrics: dict[str, list[tuple[dict[str, str], float]]] = {}
+
+    def listed() -> bool:
+        # The request's series reach /metrics with the worker's next report, not at once.
+        metrics.update(_metrics(env.proxy.admin_url))
+        return all(family in metrics for family in families)
+
+    wait_until(listed, 5, f"{', '.join(families)} in /metrics")
     assert metrics["ringleader_proxy_ring_epoch"] == [({}, 0.0)]
     assert metrics["ringleader_proxy_ring_backends"] == [({}, 2.0)]
     assert metrics["ringleader_proxy_workers"] == [({}, 1.0)]
-    for family in ("ringleader_proxy_request_duration_seconds_bucket",
-                   "ringleader_proxy_responses_total", "ringleader_backend_up"):  # fmt: skip
-        assert family in metrics, f"{family} missing from /metrics"
 
 
 def test_status_shows_ring_settings_and_backends(env: KVEnv) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -15,30 +18,82 @@ from tests.proxy.httpcache.conftest import start_proxy
 from tests.support.origins import selected_kinds, start_origin
 from tests.support.servers import LOOPBACK, ProcessGroup, memcached_url, redis_url
 
-LOAD_SECONDS = 3.0
-FAULT_AT = 1.0
 CLIENTS = 16
+# Answers to requests sent after the fault: every one of them must come from the origin.
+AFTER_FAULT = 100
+DEADLINE = 30.0  # for the first hit, and for AFTER_FAULT answers: bounds, not expectations
 
 
-async def load(
-    url: str, keys: int, seed: int, on_fault: asyncio.Event
-) -> list[tuple[float, int, str]]:
-    """(time, status, x-cache) of every request from CLIENTS concurrent clients."""
-    rng = random.Random(seed)
-    results: list[tuple[float, int, str]] = []
-    started = time.monotonic()
-    limits = httpx.Limits(max_connections=CLIENTS)
-    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    sent: float  # time.monotonic() as the request was sent
+    status: int
+    x_cache: str
 
-        async def one_client() -> None:
-            while (now := time.monotonic() - started) < LOAD_SECONDS:
-                if now >= FAULT_AT and not on_fault.is_set():
-                    on_fault.set()
-                response = await client.get(f"{url}/hot/{rng.randrange(keys)}")
-                results.append((now, response.status_code, response.headers.get("x-cache", "")))
 
-        await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
-    return results
+class Load:
+    """CLIENTS concurrent clients GETting random ones of `keys` paths until stopped.
+
+    The fault's time is set once both cache servers are signalled; the classification by
+    send time, not by the load's schedule, is what keeps a slow machine from counting a
+    request sent before the fault (a legitimate HIT) as one sent after it.
+    """
+
+    def __init__(self, url: str, keys: int, seed: int) -> None:
+        self.url = url
+        self.keys = keys
+        self.rng = random.Random(seed)
+        self.answers: list[Answer] = []
+        self.fault_at = math.inf
+        self.hit = asyncio.Event()
+        self.answered_after_fault = asyncio.Event()
+        self._after_fault = 0
+        self._stop = False
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=CLIENTS)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+
+            async def one_client() -> None:
+                while not self._stop:
+                    sent = time.monotonic()
+                    response = await client.get(f"{self.url}/hot/{self.rng.randrange(self.keys)}")
+                    self._record(Answer(sent, response.status_code,
+                                        response.headers.get("x-cache", "")))  # fmt: skip
+
+            await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
+
+    def _record(self, answer: Answer) -> None:
+        self.answers.append(answer)
+        if answer.x_cache == "HIT":
+            self.hit.set()
+        if answer.sent >= self.fault_at:
+            self._after_fault += 1
+            if self._after_fault >= AFTER_FAULT:
+                self.answered_after_fault.set()
+
+    async def until(self, event: asyncio.Event, what: str) -> None:
+        """Waits for `event`, failing at DEADLINE or as soon as the load itself fails."""
+        assert self._task is not None
+        waiter = asyncio.ensure_future(event.wait())
+        either: set[asyncio.Future[Any]] = {waiter, self._task}
+        done, _ = await asyncio.wait(either, timeout=DEADLINE,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        waiter.cancel()
+        if self._task in done:
+            self._task.result()  # raises what ended the load
+        if waiter not in done:
+            raise TimeoutError(f"timed out after {DEADLINE:g}s waiting for {what}")
+
+    async def stop(self) -> list[Answer]:
+        assert self._task is not None
+        self._stop = True
+        await self._task
+        return self.answers
 
 
 @pytest.mark.parametrize("kind", selected_kinds())
@@ -52,27 +107,27 @@ def test_killing_the_cache_servers_under_load_gives_only_origin_200s(
     killed, stopped = procs.memcached(), procs.memcached()
     proxy = start_proxy(procs, [memcached_url(killed), memcached_url(stopped)], origin)
 
-    async def run() -> list[tuple[float, int, str]]:
-        fault = asyncio.Event()
-        loader = asyncio.ensure_future(load(proxy.url, 20, seed, fault))
-        await fault.wait()
+    async def run() -> tuple[list[Answer], float]:
+        load = Load(proxy.url, 20, seed)
+        load.start()
+        await load.until(load.hit, "a cache hit before the fault")
         # One backend dies outright; the other hangs, so its requests time out.
         killed.kill()
         stopped.stop()
-        fault_time = time.monotonic()
-        results = await loader
+        load.fault_at = time.monotonic()
+        await load.until(load.answered_after_fault, f"{AFTER_FAULT} answers after the fault")
+        answers = await load.stop()
         stopped.cont()
-        print(f"fault injected; {time.monotonic() - fault_time:.1f}s of load after it")
-        return results
+        return answers, load.fault_at
 
-    results = asyncio.run(run())
-    before = Counter(x for t, _, x in results if t < FAULT_AT)
-    after = Counter(x for t, _, x in results if t >= FAULT_AT + 0.1)
+    answers, fault_at = asyncio.run(run())
+    before = Counter(a.x_cache for a in answers if a.sent < fault_at)
+    after = Counter(a.x_cache for a in answers if a.sent >= fault_at)
     print(f"before fault: {dict(before)}; after: {dict(after)}")
-    assert Counter(status for _, status, _ in results) == {200: len(results)}
+    assert Counter(a.status for a in answers) == {200: len(answers)}
     assert before["HIT"] > 0
     # After the fault nothing comes from the cache: the origin answers every request.
-    assert after
+    assert sum(after.values()) >= AFTER_FAULT
     assert set(after) == {"MISS"}
     assert proxy.process.alive()
 
