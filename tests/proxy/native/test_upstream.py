@@ -5,6 +5,7 @@ that fail every waiting request at once instead of hanging."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -117,6 +118,48 @@ def test_a_stopped_backend_times_out_every_waiting_request(procs: ProcessGroup) 
         # The backend is back: after the backoff window, requests go through again.
         await asyncio.sleep(SETTINGS.reconnect_backoff_max)
         assert await call(ups, b"k", b"PING\r\n") == [b"+PONG\r\n"]
+
+    run(main())
+
+
+def test_a_reply_waiting_when_a_stalled_worker_resumes_is_not_a_timeout(
+    procs: ProcessGroup,
+) -> None:
+    """The fault is the stall itself: the worker is held back past the request timeout
+    while handling another socket's event, and the reply arrives meanwhile. uvloop then
+    runs its due timers before it polls the sockets again, so the watchdog finds the request
+    overdue before the loop has read the reply that is waiting for it."""
+    slow, other = procs.redis(), procs.redis()
+
+    async def main() -> None:
+        slow_ups, _ = upstreams([f"redis://{LOOPBACK}:{slow.port}/0"])
+        other_ups, _ = upstreams([f"redis://{LOOPBACK}:{other.port}/0"])
+        assert await call(slow_ups, b"k", b"PING\r\n") == [b"+PONG\r\n"]
+        assert await call(other_ups, b"k", b"PING\r\n") == [b"+PONG\r\n"]
+        slow_upstream, other_upstream = slow_ups.route(b"k"), other_ups.route(b"k")
+        assert slow_upstream is not None
+        assert other_upstream is not None
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        stalled = loop.create_future()
+
+        def stall(_: Any) -> None:
+            # Runs as the other socket is read: the slow backend answers while the worker
+            # is held back here.
+            slow.cont()
+            time.sleep(SETTINGS.request_timeout * 2)
+            stalled.set_result(None)
+
+        slow.stop()
+        try:
+            slow_upstream.send(b"ECHO late\r\n", reply.set_result)
+            other_upstream.send(b"PING\r\n", stall)
+            await stalled
+        finally:
+            slow.cont()
+        assert await reply == b"$4\r\nlate\r\n"
+        slow_ups.close()
+        other_ups.close()
 
     run(main())
 
