@@ -13,6 +13,10 @@ Files:
   file, fsync it, rename it, fsync the directory).
 - ``LOCK``: held with ``flock`` while open, so two processes never share a directory.
 
+Every file operation goes through a :class:`~control.raft.filesystem.FileSystem`: the real
+one by default, or a simulated one that loses and damages data the way a disk does
+(control.raft.faultfs).
+
 Every mutating call fsyncs before it returns, except ``append_buffered``, which hands its
 flush to the caller (control.raft.storage.BufferedAppend). Opening fsyncs every file it
 reads and the directory before it returns: a process killed during a flush leaves its
@@ -24,7 +28,6 @@ commit index covers; any other damage refuses to start (control.raft.records).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import struct
@@ -32,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from control.raft.errors import CorruptRecordError, DataDirError, StorageError
+from control.raft.filesystem import OS_FILES, FileSystem
 from control.raft.membership import Membership, MembershipError
 from control.raft.records import encode_record, scan_records
 from control.raft.storage import append_offset
@@ -66,31 +70,43 @@ class DiskStorage:
     directory, unusable or locked, :class:`CorruptRecordError` for damage other than a
     torn tail, and :class:`StorageError` for failed reads and writes. Close it (or use it as a
     context manager) to release the directory lock.
+
+    ``reserve_bytes`` is how much zeroed space the log keeps ahead of its last record
+    (default :data:`RESERVE_BYTES`); every file operation goes through ``fs``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        fs: FileSystem = OS_FILES,
+        reserve_bytes: int | None = None,
+    ) -> None:
         self.path = os.fspath(path)
-        _check_dir(self.path, create)
-        self._lock_fd = _lock(os.path.join(self.path, LOCK_FILE))
+        self._fs = fs
+        self._reserve_bytes = RESERVE_BYTES if reserve_bytes is None else reserve_bytes
+        _check_dir(fs, self.path, create)
+        self._lock_fd = _lock(fs, os.path.join(self.path, LOCK_FILE))
         try:
-            self._hard_state = _load_hard_state(self._file(HARD_STATE_FILE))
-            self._snapshot = _load_snapshot(self._file(SNAPSHOT_FILE))
+            self._hard_state = _load_hard_state(fs, self._file(HARD_STATE_FILE))
+            self._snapshot = _load_snapshot(fs, self._file(SNAPSHOT_FILE))
             self._base, self._entries, self._log_end = _load_log(
-                self._file(LOG_FILE), self._hard_state.commit
+                fs, self._file(LOG_FILE), self._hard_state.commit
             )
             with _io_errors(self._file(LOG_FILE)):
-                self._log_fd = os.open(self._file(LOG_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
-                self._log_size = os.fstat(self._log_fd).st_size
+                self._log_fd = fs.open(self._file(LOG_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
+                self._log_size = fs.size(self._log_fd)
                 # Makes the renames that installed the files just read durable, and the
                 # log's entry if it was just created, before anything read is relied on.
-                _fsync_dir(self.path)
+                fs.fsync_dir(self.path)
         except BaseException:
-            os.close(self._lock_fd)
+            fs.close(self._lock_fd)
             raise
 
     def close(self) -> None:
-        os.close(self._log_fd)
-        os.close(self._lock_fd)
+        self._fs.close(self._log_fd)
+        self._fs.close(self._lock_fd)
 
     def __enter__(self) -> DiskStorage:
         return self
@@ -117,7 +133,7 @@ class DiskStorage:
         with _io_errors(self._file(LOG_FILE)):
             self._reserve(len(record))
             self._write_log(offset, entries, record)
-            os.fdatasync(self._log_fd)
+            self._fs.fdatasync(self._log_fd)
 
     def append_buffered(self, entries: Sequence[Entry]) -> int | None:
         offset = append_offset(self._base, self._entries, entries)
@@ -145,7 +161,7 @@ class DiskStorage:
     def save_hard_state(self, hard_state: HardState) -> None:
         vote = hard_state.vote
         payload = _HARD_STATE.pack(hard_state.term, hard_state.commit, vote is not None, vote or 0)
-        _replace_file(self._file(HARD_STATE_FILE), encode_record(payload))
+        _replace_file(self._fs, self._file(HARD_STATE_FILE), encode_record(payload))
         self._hard_state = hard_state
 
     # ----------------------------------------------------------------- SnapshotStore
@@ -155,7 +171,7 @@ class DiskStorage:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         payload = _snapshot_payload(snapshot)
-        _replace_file(self._file(SNAPSHOT_FILE), encode_record(payload))
+        _replace_file(self._fs, self._file(SNAPSHOT_FILE), encode_record(payload))
         self._snapshot = snapshot
 
     # ----------------------------------------------------------------- internals
@@ -169,7 +185,7 @@ class DiskStorage:
     def _write_log(self, offset: int, entries: Sequence[Entry], record: bytes) -> None:
         """Writes `record`, holding `entries` from list position `offset` on, after the
         last record; the caller flushes it."""
-        _write_all(self._log_fd, record, self._log_end)
+        _write_all(self._fs, self._log_fd, record, self._log_end)
         self._log_end += len(record)
         del self._entries[offset:]
         self._entries.extend(entries)
@@ -178,9 +194,9 @@ class DiskStorage:
         """Makes room for ``length`` more bytes of log, durably, if the reserve is short."""
         if self._log_end + length <= self._log_size:
             return
-        grow = max(RESERVE_BYTES, self._log_end + length - self._log_size)
-        os.posix_fallocate(self._log_fd, self._log_size, grow)
-        os.fsync(self._log_fd)
+        grow = max(self._reserve_bytes, self._log_end + length - self._log_size)
+        self._fs.posix_fallocate(self._log_fd, self._log_size, grow)
+        self._fs.fsync(self._log_fd)
         self._log_size += grow
 
     def _rewrite_log(self, base: int, entries: list[Entry]) -> None:
@@ -188,35 +204,35 @@ class DiskStorage:
         if entries:
             data += encode_record(_encode_entries(entries))
         path = self._file(LOG_FILE)
-        _replace_file(path, data, reserve=RESERVE_BYTES)
+        _replace_file(self._fs, path, data, reserve=self._reserve_bytes)
         with _io_errors(path):
-            os.close(self._log_fd)
-            self._log_fd = os.open(path, os.O_WRONLY)
+            self._fs.close(self._log_fd)
+            self._log_fd = self._fs.open(path, os.O_WRONLY)
         self._base, self._entries = base, entries
-        self._log_end, self._log_size = len(data), len(data) + RESERVE_BYTES
+        self._log_end, self._log_size = len(data), len(data) + self._reserve_bytes
 
 
-def _check_dir(path: str, create: bool) -> None:
-    if not os.path.exists(path):
+def _check_dir(fs: FileSystem, path: str, create: bool) -> None:
+    if not fs.exists(path):
         if not create:
             raise DataDirError(f"raft data directory {path} does not exist")
         with _io_errors(path):
-            os.makedirs(path)
-    if not os.path.isdir(path):
+            fs.makedirs(path)
+    if not fs.isdir(path):
         raise DataDirError(f"raft data directory {path} is not a directory")
-    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+    if not fs.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise DataDirError(f"raft data directory {path} is not readable and writable")
 
 
-def _lock(path: str) -> int:
+def _lock(fs: FileSystem, path: str) -> int:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = fs.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise DataDirError(f"{path}: cannot open lock file: {e.strerror}") from e
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fs.lock(fd)
     except OSError as e:
-        os.close(fd)
+        fs.close(fd)
         raise DataDirError(f"{path}: data directory is in use by another process") from e
     return fd
 
@@ -230,51 +246,46 @@ def _io_errors(path: str) -> Iterator[None]:
         raise StorageError(f"{path}: {e.strerror or e}") from e
 
 
-def _read_durable(path: str) -> bytes | None:
+def _read_durable(fs: FileSystem, path: str) -> bytes | None:
     """The file's contents, flushed to disk first, or None if it does not exist."""
     with _io_errors(path):
         try:
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-                return f.read()
+            fd = fs.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            fs.fsync(fd)
+            return fs.read_all(fd)
+        finally:
+            fs.close(fd)
 
 
-def _write_all(fd: int, data: bytes, offset: int = 0) -> None:
+def _write_all(fs: FileSystem, fd: int, data: bytes, offset: int = 0) -> None:
     view = memoryview(data)
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = fs.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
 
 
-def _replace_file(path: str, data: bytes, reserve: int = 0) -> None:
+def _replace_file(fs: FileSystem, path: str, data: bytes, reserve: int = 0) -> None:
     """Replaces ``path`` with ``data`` atomically, with ``reserve`` zero bytes after it."""
     tmp = path + ".tmp"
     with _io_errors(path):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, data)
+            _write_all(fs, fd, data)
             if reserve:
-                os.posix_fallocate(fd, len(data), reserve)
-            os.fsync(fd)
+                fs.posix_fallocate(fd, len(data), reserve)
+            fs.fsync(fd)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path) or ".")
+            fs.close(fd)
+        fs.replace(tmp, path)
+        fs.fsync_dir(os.path.dirname(path) or ".")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _single_record(path: str) -> tuple[int, bytes] | None:
+def _single_record(fs: FileSystem, path: str) -> tuple[int, bytes] | None:
     """The one record of an atomically replaced file; any damage there is corruption."""
-    buf = _read_durable(path)
+    buf = _read_durable(fs, path)
     if buf is None:
         return None
     scan = scan_records(buf, path)
@@ -283,8 +294,8 @@ def _single_record(path: str) -> tuple[int, bytes] | None:
     return scan.records[0]
 
 
-def _load_hard_state(path: str) -> HardState:
-    record = _single_record(path)
+def _load_hard_state(fs: FileSystem, path: str) -> HardState:
+    record = _single_record(fs, path)
     if record is None:
         return HardState()
     offset, payload = record
@@ -295,8 +306,8 @@ def _load_hard_state(path: str) -> HardState:
     return HardState(term, vote if has_vote else None, commit)
 
 
-def _load_snapshot(path: str) -> Snapshot | None:
-    record = _single_record(path)
+def _load_snapshot(fs: FileSystem, path: str) -> Snapshot | None:
+    record = _single_record(fs, path)
     if record is None:
         return None
     offset, payload = record
@@ -320,12 +331,12 @@ def _snapshot_payload(snapshot: Snapshot) -> bytes:
     return head + _MEMBERSHIP_LENGTH.pack(len(members)) + members + snapshot.data
 
 
-def _load_log(path: str, commit: int) -> tuple[int, list[Entry], int]:
+def _load_log(fs: FileSystem, path: str, commit: int) -> tuple[int, list[Entry], int]:
     """The stored base index and entries, and the byte offset where the next record goes.
 
     ``commit`` is the stored commit index: a torn tail is never a record it covers, since
     the hard state is saved after the entries it commits."""
-    buf = _read_durable(path)
+    buf = _read_durable(fs, path)
     if buf is None:
         return 0, [], 0
     scan = scan_records(buf, path)
@@ -342,12 +353,12 @@ def _load_log(path: str, commit: int) -> tuple[int, list[Entry], int]:
             len(buf.rstrip(b"\0")) - scan.end,
         )
         with _io_errors(path):
-            fd = os.open(path, os.O_WRONLY)
+            fd = fs.open(path, os.O_WRONLY)
             try:
-                os.ftruncate(fd, scan.end)
-                os.fsync(fd)
+                fs.ftruncate(fd, scan.end)
+                fs.fsync(fd)
             finally:
-                os.close(fd)
+                fs.close(fd)
     return base, entries, scan.end
 
 

@@ -13,7 +13,10 @@ control.node drives the core: a persist stays in flight for ticks while the node
 steps messages, and the disk (:class:`SimDisk`) adds its own faults: crashes that land
 part-way through a persist and lose what was not yet synced, write errors (ENOSPC, EIO)
 that stop a node, hung writes (that stall a node) and bit rot (that stops a node from
-starting again, on at most as many nodes as a quorum tolerates losing).
+starting again, on at most as many nodes as a quorum tolerates losing). Each node's disk
+is a DiskStorage on a FaultyFileSystem (control.raft.faultfs): a crash loses power or
+kills the process, tearing or dropping what was unsynced, and a restarted node loads what
+DiskStorage reads back from the files.
 
 Usage: ``python -m control.raft.sim --seeds N [--seed S] [--steps M] [--nodes 3|5]
 [--async-driver]``.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import functools
 import heapq
 import multiprocessing
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from control.raft.checkers import DurableLog, NodeView, SafetyChecker, Violation
 from control.raft.config import RaftConfig
 from control.raft.errors import NotLeader, RequestDropped, StorageError
+from control.raft.faultfs import FaultyFileSystem
 from control.raft.log import LogSafetyError
 from control.raft.memstore import MemoryStorage
 from control.raft.messages import Message
@@ -46,6 +51,10 @@ from control.raft.simnode import AsyncNode, LocalNode, decode_snapshot
 from control.raft.types import Entry, HardState, NodeId, Role, Snapshot
 
 MAX_IN_FLIGHT = 20_000
+PAYLOAD_SPREAD = 512
+"""The async driver's proposals carry up to this many bytes of padding (as a registry
+command is some hundreds of bytes of JSON), so their records span disk sectors and a crash
+can tear one."""
 TRACE_LINES = 200
 
 
@@ -260,7 +269,9 @@ class Simulation:
         ]
         for slot in self.slots:
             if options.async_driver:
-                slot.disk = SimDisk(slot.storage, functools.partial(self._on_write, slot))
+                slot.disk = SimDisk(
+                    slot.storage, functools.partial(self._on_write, slot), FaultyFileSystem()
+                )
                 slot.persist_ticks = self.rng.choice((1, 2, 4, 8))
             slot.node = self._new_node(slot)
         self.network = _Network(random.Random(self.rng.getrandbits(64)))
@@ -566,10 +577,10 @@ class Simulation:
         lost = sum(s.lost for s in self.slots)
         if slot.lost or lost >= len(self.slots) - self.checker.quorum:
             return
-        self._log(f"node {slot.id}'s disk rots")
-        slot.disk.rotted = True
         if slot.node is not None:
             self._crash(slot)
+        if slot.disk.rot(self.rng):
+            self._log(f"node {slot.id}'s disk rots")
 
     def _victim(self) -> _SimNode:
         """A node to fault: a leader half of the time, as leader faults are the subtle ones."""
@@ -612,10 +623,13 @@ class Simulation:
 
     def _crash(self, slot: _SimNode) -> None:
         node = slot.node
-        if isinstance(node, AsyncNode) and node.in_flight is not None:
+        if isinstance(node, AsyncNode) and (
+            node.in_flight is not None or node.disk.files is not None
+        ):
             w = node.in_flight
-            landed = 0 if w.error is not None else None
-            node.disk.crash(w.writes, self.rng, landed)
+            writes = () if w is None else w.writes
+            failed = w.plan.error_code if w is not None and w.error is not None else None
+            node.disk.crash(writes, self.rng, failed)
             self._stored_logs_shrank = True
         slot.node = None
         slot.paused_until = 0
@@ -645,8 +659,8 @@ class Simulation:
         if rates.disk_error and rng.random() < rates.disk_error:
             assert slot.disk is not None
             slot.disk.failing_until = done_at + rng.randint(0, 60)
-            error = rng.choice(("[Errno 28] No space left on device", "[Errno 5] I/O error"))
-            return WritePlan(done_at, rng.randrange(writes), error)
+            code = rng.choice((errno.ENOSPC, errno.EIO))
+            return WritePlan(done_at, rng.randrange(writes), code)
         return WritePlan(done_at)
 
     def _client_requests(self) -> None:
@@ -661,6 +675,8 @@ class Simulation:
             if rng.random() < rates.propose:
                 self._requests += 1
                 data = f"{self.seed}:{self._requests}".encode()
+                if self.options.async_driver:
+                    data += b"." * (self._requests * 151 % PAYLOAD_SPREAD)
                 index = core.propose(data)
                 self._proposals[data] = (slot.id, index, core.term)
             if rng.random() < rates.read:
