@@ -1,16 +1,17 @@
 """Control plane at scale: 3 real control nodes against N simulated proxies.
 
     python -m bench.control_scale [--proxies 100,500,1000] [--spread off,on] [--changes 20]
-                                  [--steady 15] [--simulators 4] [--json FILE]
-                                  [--profile DIR]
+                                  [--steady 15] [--simulators 4] [--loadgen-nice N]
+                                  [--json FILE] [--profile DIR]
 
 For each N and watch placement: a fresh 3-node `ringleader control` cluster on loopback
 (bench.control_failover's), a pool of BACKENDS backends, and N simulated proxies shared out
 over `--simulators` load-generator processes (asyncio tasks, so their CPU is not the
-nodes'). Each simulated proxy runs the proxy's own RingWatcher (the ring long-poll) and
-HealthReporter (a report with the cluster token every 2 s, and at once when its ring epoch
-changes), each on its own connections, as one real proxy does. The proxies start over
-STARTUP_RAMP seconds.
+nodes'; `--loadgen-nice` lowers their priority, standing in for proxies that have CPUs of
+their own). Each simulated proxy runs the proxy's own RingWatcher (the ring long-poll) and
+HealthReporter (a report with the cluster token every 2 s, and within a random 0-0.5 s
+when its ring epoch changes), each on its own connections, as one real proxy does. The
+proxies start over STARTUP_RAMP seconds.
 
 Measured per row, over a `--steady` window with every watch held and reports flowing:
 * the leader's CPU (user+system from /proc/PID/stat, as a fraction of one core), the time
@@ -188,6 +189,7 @@ def skip_sniffio_probe() -> None:
 
 
 async def simulate(args: argparse.Namespace) -> None:
+    os.nice(args.nice)
     skip_sniffio_probe()
     warnings = WarningCount()
     logging.getLogger().addHandler(warnings)
@@ -262,7 +264,7 @@ class Simulator:
 
 async def start_simulators(
     count: int, processes: int, urls: list[str], token_file: Path, spread: bool,
-    lifetime: float, logs: Path,
+    lifetime: float, logs: Path, nice: int,
 ) -> list[Simulator]:  # fmt: skip
     shares = [count // processes + (i < count % processes) for i in range(processes)]
     backends = ",".join(f"bench-{b}" for b in range(BACKENDS))
@@ -272,7 +274,8 @@ async def start_simulators(
         argv = [sys.executable, "-m", "bench.control_scale", "simulate",
                 "--control", ",".join(urls), "--token-file", str(token_file),
                 "--count", str(share), "--first", str(first), "--backends", backends,
-                "--seconds", str(lifetime)] + (["--spread"] if spread else [])  # fmt: skip
+                "--seconds", str(lifetime), "--nice", str(nice),
+                *(["--spread"] if spread else [])]  # fmt: skip
         # A local log file, opened once before any traffic: blocking here costs nothing.
         with open(logs / f"simulator-{i}.log", "ab") as log:  # noqa: ASYNC230
             process = await asyncio.create_subprocess_exec(
@@ -379,8 +382,9 @@ async def measure(
     urls = [cluster.url(leader)] + [cluster.url(i) for i in cluster.followers(leader)]
     lifetime = STARTUP_SECONDS + WARMUP + args.steady + args.changes * (CHANGE_EVERY + 5) + 60
     simulators = await start_simulators(
-        count, args.simulators, urls, cluster.token_file, spread, lifetime, cluster.workdir
-    )
+        count, args.simulators, urls, cluster.token_file, spread, lifetime, cluster.workdir,
+        args.loadgen_nice,
+    )  # fmt: skip
     listeners = [asyncio.create_task(s.listen()) for s in simulators]
     loadgen = [s.process.pid for s in simulators]
     try:
@@ -541,6 +545,7 @@ def main() -> None:
         sim.add_argument("--backends", required=True)
         sim.add_argument("--seconds", type=float, required=True)
         sim.add_argument("--spread", action="store_true")
+        sim.add_argument("--nice", type=int, default=0)
         with contextlib.suppress(TimeoutError):
             asyncio.run(simulate(sim.parse_args()))
         return
@@ -560,6 +565,13 @@ def main() -> None:
         help="seconds of the steady-state CPU window (default 15)",
     )
     parser.add_argument("--simulators", type=int, default=4, help="load-generator processes")
+    parser.add_argument(
+        "--loadgen-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="niceness of the load-generator processes (default 0: the nodes' own)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
     parser.add_argument(
         "--profile",

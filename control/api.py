@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -49,6 +49,7 @@ from control.raft.types import NodeId, Role
 from control.registry import (
     FailureCode,
     Outcome,
+    Pool,
     Refusal,
     Refused,
     Registry,
@@ -57,8 +58,9 @@ from control.registry import (
 )
 from control.transport import FrameError, FrameReader
 from control.ui import FleetPage
+from control.watches import WatchHub
 from ringleader.token import authorized
-from ringleader.wire import HealthReport, WireError
+from ringleader.wire import NO_FORWARD, HealthReport, WireError
 
 FORWARDED = "x-ringleader-forwarded"
 REQUEST_ID = "x-request-id"
@@ -176,12 +178,20 @@ class ControlAPI:
         self._metrics = metrics
         self._forwarder = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
         self._ending_streams = asyncio.Event()
+        self._watches = WatchHub(node, registry, LEADER_CHECK_SECONDS)
+        # pool -> (applied index, its ring document as JSON): a ring change answers every
+        # watch of the pool with the same bytes, rendered once.
+        self._rendered_rings: dict[str, tuple[int, bytes]] = {}
 
     async def close(self) -> None:
+        await self._watches.close()
         await self._forwarder.aclose()
 
     def app(self) -> Starlette:
+        # Starlette tries routes in order: what every proxy calls every few seconds first.
         routes = [
+            ("/v1/pools/{pool}/reports", self.health_report, "POST"),
+            ("/v1/pools/{pool}/ring", self.ring, "GET"),
             ("/raft/messages", self.peer_messages, "POST"),
             ("/v1/status", self.status, "GET"),
             ("/v1/pools", self.list_pools, "GET"),
@@ -191,9 +201,7 @@ class ControlAPI:
             ("/v1/pools/{pool}/backends/{name}", self.remove_backend, "DELETE"),
             ("/v1/pools/{pool}/backends/{name}/drain", self.drain_backend, "POST"),
             ("/v1/pools/{pool}/backends/{name}/activate", self.activate_backend, "POST"),
-            ("/v1/pools/{pool}/ring", self.ring, "GET"),
             ("/v1/pools/{pool}/rollback", self.rollback, "POST"),
-            ("/v1/pools/{pool}/reports", self.health_report, "POST"),
             ("/v1/pools/{pool}/proxies", self.reporting_proxies, "GET"),
             ("/v1/events", self.events, "GET"),
             ("/v1/members", self.list_members, "GET"),
@@ -234,6 +242,8 @@ class ControlAPI:
         """`handler`, counted, under the client's request id or one made for it, which the
         response names in its X-Request-Id header."""
         requests = self._metrics.api_requests
+        # status -> this route's counter: a label lookup per request is a lock and a hash.
+        counted: dict[int, Counter] = {}
 
         async def endpoint(request: Request) -> Response:
             request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
@@ -249,7 +259,11 @@ class ControlAPI:
                 # Nobody is left to answer; 499 only labels the metric, as nginx does.
                 response = Response(status_code=499)
             response.headers[REQUEST_ID] = request_id[:MAX_REQUEST_ID]
-            requests.labels(template, str(response.status_code)).inc()
+            status = response.status_code
+            counter = counted.get(status)
+            if counter is None:
+                counter = counted[status] = requests.labels(template, str(status))
+            counter.inc()
             return response
 
         return endpoint
@@ -355,6 +369,14 @@ class ControlAPI:
 
         return await self._read(request, view)
 
+    def _ring_response(self, pool: Pool) -> Response:
+        applied = self._registry.applied_index
+        rendered = self._rendered_rings.get(pool.name)
+        if rendered is None or rendered[0] != applied:
+            body = JSONResponse(pool.ring_document().to_json()).body
+            rendered = self._rendered_rings[pool.name] = (applied, bytes(body))
+        return Response(rendered[1], media_type="application/json")
+
     async def ring(self, request: Request) -> Response:
         pool_name = request.path_params["pool"]
 
@@ -362,7 +384,7 @@ class ControlAPI:
             pool = self._registry.pools.get(pool_name)
             if pool is None:
                 return refused(FailureCode.UNKNOWN_POOL, f"no pool named {pool_name!r}")
-            return JSONResponse(pool.ring_document().to_json())
+            return self._ring_response(pool)
 
         wait_epoch = request.query_params.get("wait_epoch")
         if wait_epoch is None:
@@ -393,10 +415,11 @@ class ControlAPI:
         self, request: Request, advanced: Callable[[], bool], deadline: float,
         view: Callable[[], Response],
     ) -> Response:  # fmt: skip
-        """Waits for `advanced()`, but only while this node is caught up with a leader: a
-        node cut off from the majority, or just restarted, would otherwise serve an old
-        ring while the majority has moved on. Its 503 sends watchers to another node; if
-        every node is cut off, proxies keep the ring they have (static stability)."""
+        """Waits for `advanced()`, but only while this node is caught up with a leader (the
+        WatchHub wakes it when either may have changed): a node cut off from the majority,
+        or just restarted, would otherwise serve an old ring while the majority has moved
+        on. Its 503 sends watchers to another node; if every node is cut off, proxies keep
+        the ring they have (static stability)."""
         loop = asyncio.get_running_loop()
         while True:
             behind = self._node.catching_up()
@@ -407,11 +430,7 @@ class ControlAPI:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break  # the caller sees the unchanged epoch and asks again
-            try:
-                async with asyncio.timeout(min(remaining, LEADER_CHECK_SECONDS)):
-                    await self._node.wait_for_change(advanced)
-            except TimeoutError:
-                continue
+            await self._watches.wait(remaining)
         return view()
 
     # -- writes ------------------------------------------------------------------------------
@@ -515,8 +534,11 @@ class ControlAPI:
         self, request: Request, handler: Callable[[str], Awaitable[Response]]
     ) -> Response:
         """`handler(pool)` on the leader: the failure detector's state lives only there."""
-        if self._node.soft_state.role is not Role.LEADER:
-            return await self._forward(request, self._node.soft_state.leader)
+        soft = self._node.soft_state
+        if soft.role is not Role.LEADER:
+            if NO_FORWARD in request.headers:
+                return unavailable(request, "not_leader", "this node is not the leader")
+            return await self._forward(request, soft.leader)
         pool = request.path_params["pool"]
         if pool not in self._registry.pools:
             return refused(FailureCode.UNKNOWN_POOL, f"no pool named {pool!r}")

@@ -11,7 +11,17 @@ Rules (docs/invariants.md, invariants 1, 3 and 6):
 - After gaining leadership it waits `warmup` for fresh reports before deciding anything,
   since reports held by the old leader are lost.
 
-`FailureDetector` is pure (time is passed in); `DetectorLoop` runs it against a node.
+Cost: every proxy reports every couple of seconds, so the leader takes N/2 reports a second
+from N proxies, and a report costs O(its backends), never O(proxies). Each pool keeps its
+proxies in arrival order, so those past the TTL (or to be forgotten) are at the front, and
+counts per backend the recent proxies that see it down and up; `decide` reads the counts and
+scans the proxies only for a backend that a quorum already sees down (to name the evidence)
+or up (to apply the hysteresis). `DetectorLoop` decides when a report changes what its
+proxy's verdicts count for, and on a tick for what time alone changes (TTL expiry,
+hysteresis, warmup, forgetting, the registry's own changes): never once per report.
+
+`FailureDetector` is pure (time is passed in, and never goes back); `DetectorLoop` runs it
+against a node.
 """
 
 from __future__ import annotations
@@ -20,9 +30,12 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from prometheus_client import Counter as PrometheusCounter
 
 from control.commands import Health, SetHealth, Stamp, Stamped, command_to_bytes
 from control.metrics import ControlMetrics
@@ -68,6 +81,69 @@ class _ProxyReport:
     epoch: int | None
     backends: dict[str, _Observation] = field(default_factory=dict)
 
+    def same_verdicts(self, other: _ProxyReport) -> bool:
+        theirs = other.backends
+        return len(self.backends) == len(theirs) and all(
+            name in theirs and theirs[name].state == seen.state
+            for name, seen in self.backends.items()
+        )
+
+
+@dataclass(slots=True)
+class _PoolReports:
+    """One pool's latest report from each proxy, and the votes of the recent ones.
+
+    Invariants: `recent` holds the reports at most `report_ttl` old as of the last `age`,
+    `silent` the older ones not yet forgotten, each in arrival order (a proxy's new report
+    moves it to the end of `recent`); `down[b]` and `up[b]` count the reports in `recent`
+    that see backend b down and up.
+    """
+
+    recent: dict[str, _ProxyReport] = field(default_factory=dict)
+    silent: dict[str, _ProxyReport] = field(default_factory=dict)
+    down: Counter[str] = field(default_factory=Counter)
+    up: Counter[str] = field(default_factory=Counter)
+
+    def age(self, now: float, ttl: float, forget: float) -> None:
+        """Moves the reports past `ttl` out of `recent` and forgets those past `forget`.
+        Only the front of each is looked at: amortised O(1) per report."""
+        while self.recent:
+            proxy, report = next(iter(self.recent.items()))
+            if now - report.received_at <= ttl:
+                break
+            del self.recent[proxy]
+            self._count(report, -1)
+            self.silent[proxy] = report
+        while self.silent:
+            proxy, report = next(iter(self.silent.items()))
+            if now - report.received_at <= forget:
+                break
+            del self.silent[proxy]
+
+    def take(self, proxy: str, report: _ProxyReport) -> bool:
+        """Makes `report` the proxy's latest; True if that changed the votes (it was not
+        recent, or some verdict changed)."""
+        replaced = self.recent.pop(proxy, None)
+        self.recent[proxy] = report
+        if replaced is not None and report.same_verdicts(replaced):
+            return False
+        if replaced is not None:
+            self._count(replaced, -1)
+        self._count(report, +1)
+        return True
+
+    def previous(self, proxy: str) -> _ProxyReport | None:
+        """The proxy's latest report, recent or silent. A silent one is dropped: the
+        caller is about to `take` its successor."""
+        return self.recent.get(proxy) or self.silent.pop(proxy, None)
+
+    def _count(self, report: _ProxyReport, sign: int) -> None:
+        for name, seen in report.backends.items():
+            votes = self.down if seen.state == "down" else self.up
+            votes[name] += sign
+            if not votes[name]:
+                del votes[name]
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -81,7 +157,7 @@ class Decision:
 class FailureDetector:
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
-        self._reports: dict[str, dict[str, _ProxyReport]] = {}
+        self._reports: dict[str, _PoolReports] = {}
         self._leader_since: float | None = None
 
     def lead(self, now: float) -> None:
@@ -93,12 +169,11 @@ class FailureDetector:
         self._reports.clear()
         self._leader_since = None
 
-    def report(self, pool: str, report: HealthReport, now: float) -> None:
-        known = self._reports.setdefault(pool, {})
-        forget = self.settings.report_ttl * FORGET_AFTER_TTLS
-        for proxy in [p for p, r in known.items() if now - r.received_at > forget]:
-            del known[proxy]
-        previous = known.get(report.proxy)
+    def report(self, pool: str, report: HealthReport, now: float) -> bool:
+        """Takes a proxy's report; True if it changed what the proxy's verdicts count for
+        (a verdict changed, or the proxy was not reporting), so `decide` may now differ."""
+        reports = self._pool_reports(pool, now)
+        previous = reports.previous(report.proxy)
         kept = _ProxyReport(received_at=now, epoch=report.epoch)
         for name, seen in report.backends.items():
             if seen.state == "unknown":
@@ -113,17 +188,24 @@ class FailureDetector:
                 proxy_since=seen.since,
                 up_since=up_since,
             )
-        known[report.proxy] = kept
+        return reports.take(report.proxy, kept)
 
-    def reporters(self, pool: str, now: float) -> dict[str, _ProxyReport]:
+    def reporting(self, pool: str, now: float) -> int:
+        """How many proxies reported on `pool` within the TTL."""
+        return len(self._pool_reports(pool, now).recent)
+
+    def _pool_reports(self, pool: str, now: float) -> _PoolReports:
+        reports = self._reports.setdefault(pool, _PoolReports())
         ttl = self.settings.report_ttl
-        return {p: r for p, r in self._reports.get(pool, {}).items() if now - r.received_at <= ttl}
+        reports.age(now, ttl, ttl * FORGET_AFTER_TTLS)
+        return reports
 
     def proxies(self, pool: str, now: float, wall_now: float) -> ProxiesDocument:
         """Every proxy remembered for `pool`, reporting or not; `wall_now` is the unix time
         at monotonic `now`, to date each last report."""
+        reports = self._reports.get(pool) or _PoolReports()
         proxies = []
-        for proxy, report in sorted(self._reports.get(pool, {}).items()):
+        for proxy, report in sorted({**reports.silent, **reports.recent}.items()):
             age = now - report.received_at
             verdicts = {name: seen.state for name, seen in report.backends.items()}
             proxies.append(ReportingProxy(proxy, wall_now - age, age, report.epoch, verdicts))
@@ -133,7 +215,8 @@ class FailureDetector:
         """The ring changes to commit now, and the backends held back by the ejection cap."""
         if self._leader_since is None or now - self._leader_since < self.settings.warmup:
             return [], []
-        recent = self.reporters(pool.name, now)
+        reports = self._pool_reports(pool.name, now)
+        recent = reports.recent
         if not recent:
             return [], []
         need = math.floor(len(recent) * self.settings.quorum_fraction) + 1
@@ -144,16 +227,16 @@ class FailureDetector:
         held: list[str] = []
         for backend in active:
             if backend.health is Health.UP:
-                voters = self._voters(recent, backend.name, "down", now)
-                if len(voters) < need:
+                if reports.down[backend.name] < need:
                     continue
                 if allowed <= 0:
                     held.append(backend.name)
                     continue
                 allowed -= 1
+                voters = self._voters(recent, backend.name, "down", now)
                 why = f"{len(voters)} of {len(recent)} reporting proxies see it down"
                 decisions.append(Decision(pool.name, backend.name, "down", why, voters))
-            else:
+            elif reports.up[backend.name] >= need:
                 voters = self._voters(recent, backend.name, "up", now)
                 if len(voters) >= need:
                     why = (f"{len(voters)} of {len(recent)} reporting proxies saw it up for "
@@ -209,11 +292,16 @@ class DetectorLoop:
         self._wake = asyncio.Event()
         self._leading = False
         self._held: set[tuple[str, str]] = set()
+        # pool -> its report counter: a label lookup per report is a lock and a hash.
+        self._reports_counted: dict[str, PrometheusCounter] = {}
 
     def report(self, pool: str, report: HealthReport) -> None:
-        self._metrics.detector_reports.labels(pool).inc()
-        self._detector.report(pool, report, time.monotonic())
-        self._wake.set()
+        counter = self._reports_counted.get(pool)
+        if counter is None:
+            counter = self._reports_counted[pool] = self._metrics.detector_reports.labels(pool)
+        counter.inc()
+        if self._detector.report(pool, report, time.monotonic()):
+            self._wake.set()
 
     def proxies(self, pool: str) -> ProxiesDocument:
         return self._detector.proxies(pool, time.monotonic(), time.time())
@@ -240,7 +328,7 @@ class DetectorLoop:
         now = time.monotonic()
         for pool in list(self._registry.pools.values()):
             self._metrics.detector_reporters.labels(pool.name).set(
-                len(self._detector.reporters(pool.name, now))
+                self._detector.reporting(pool.name, now)
             )
             decisions, held = self._detector.decide(pool, now)
             self._note_held(pool.name, held)

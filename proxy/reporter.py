@@ -1,9 +1,12 @@
 """Reports the proxy's view of its backends, and the ring epoch it routes on, to the
 control plane's failure detector.
 
-A report goes out whenever a verdict or the routed epoch changes, and at least every
-`interval` otherwise, so the detector can tell a proxy with nothing to say from one that is
-gone, and `--wait` learns of a new ring as soon as every worker routes on it.
+A report goes out at once when a verdict changes, within a random delay of at most
+EPOCH_REPORT_JITTER when the routed epoch changes, and at least every `interval` otherwise:
+the detector can tell a proxy with nothing to say from one that is gone, and `--wait` learns
+of a new ring soon after every worker routes on it. The delay is there because a new epoch
+reaches every proxy of a fleet at once: the leader takes their reports spread out, not as
+one burst.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from urllib.parse import quote
 
@@ -20,9 +24,11 @@ from proxy.config import ProxyConfig
 from proxy.health import BackendHealth
 from proxy.telemetry import Snapshot
 from ringleader.control_client import ControlClient, ControlError
-from ringleader.wire import HealthReport
+from ringleader.wire import NO_FORWARD, HealthReport
 
 log = logging.getLogger("ringleader.reporter")
+
+EPOCH_REPORT_JITTER = 0.5  # seconds, at most, between a new routed epoch and its report
 
 
 def proxy_identity(config: ProxyConfig) -> str:
@@ -71,6 +77,7 @@ class HealthReporter:
         view: dict[str, BackendHealth],
         epoch_gauge: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._client = ControlClient(
             list(config.control), config.token, timeout=2.0, deadline=2.0, transport=transport
@@ -82,6 +89,8 @@ class HealthReporter:
         self._interval = config.report_interval
         self._wake = asyncio.Event()
         self._failing = False
+        self._rng = rng or random.Random()
+        self._epoch_report: asyncio.TimerHandle | None = None
 
     def changed(self) -> None:
         self._wake.set()
@@ -89,11 +98,16 @@ class HealthReporter:
     def worker_metrics(self, pid: int, snapshot: Snapshot) -> None:
         """A worker's metrics snapshot, which carries the epoch it routes on."""
         if self._routed.worker_metrics(pid, snapshot):
-            self._wake.set()
+            self._epoch_changed()
 
     def worker_exited(self, pid: int) -> None:
         if self._routed.worker_exited(pid):
-            self._wake.set()
+            self._epoch_changed()
+
+    def _epoch_changed(self) -> None:
+        if self._epoch_report is None:
+            delay = self._rng.uniform(0.0, EPOCH_REPORT_JITTER)
+            self._epoch_report = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     def report(self) -> HealthReport:
         return HealthReport(
@@ -105,8 +119,13 @@ class HealthReporter:
 
     async def run(self) -> None:
         headers = {"x-ringleader-who": f"proxy:{self._identity}"}
+        if len(self._client.urls) > 1:
+            headers[NO_FORWARD] = "1"  # a follower turns it away: the client moves on
         while True:
             self._wake.clear()
+            if self._epoch_report is not None:
+                self._epoch_report.cancel()  # this report carries the epoch already
+                self._epoch_report = None
             body = self.report().to_json()
             try:
                 await self._client.request("POST", self._path, json=body, headers=headers)
@@ -121,4 +140,6 @@ class HealthReporter:
                     await self._wake.wait()
 
     async def close(self) -> None:
+        if self._epoch_report is not None:
+            self._epoch_report.cancel()
         await self._client.close()

@@ -148,6 +148,13 @@ class BackendObservation:
         )
 
 
+# A request header: a follower answers 503 instead of forwarding the call to the leader, so
+# that a client with other control URLs to try moves on and stays with the leader. Proxies
+# send it with their reports: forwarding N/2 reports a second costs a follower more CPU
+# than the leader spends taking them.
+NO_FORWARD = "x-ringleader-no-forward"
+
+
 @dataclass(frozen=True, slots=True)
 class HealthReport:
     """A proxy's view of its backends, as `POST /v1/pools/{pool}/reports` takes it."""

@@ -19,6 +19,7 @@ import pytest
 
 from control.raft.codec import encode_message
 from control.raft.messages import RequestVote
+from ringleader.wire import NO_FORWARD
 from tests.support.control_cluster import ControlCluster, backend_url, module_cluster
 from tests.support.servers import wait_until
 
@@ -315,6 +316,23 @@ def test_bad_requests_get_a_4xx_with_a_json_error(
         assert payload["error"] == code
     else:
         assert isinstance(payload.get("error"), str)
+
+
+def test_a_follower_turns_away_a_report_that_asks_not_to_be_forwarded(
+    cluster: ControlCluster,
+) -> None:
+    leader, followers = roles(cluster)
+    report = {"proxy": unique("host/p"), "backends": {"b": {"state": "up"}}}
+
+    def post(node: int, **extra: str) -> httpx.Response:
+        url = cluster.url(node) + "/v1/pools/default/reports"
+        return cluster.http.post(url, json=report, headers={**cluster.headers(), **extra})
+
+    turned_away = post(followers[0], **{NO_FORWARD: "1"})
+    assert turned_away.status_code == 503, turned_away.text
+    assert turned_away.json()["error"] == "not_leader"
+    assert post(followers[0]).status_code == 204  # forwarded, as before
+    assert post(leader, **{NO_FORWARD: "1"}).status_code == 204
 
 
 def test_refused_commands_change_nothing(cluster: ControlCluster, duplicate: str) -> None:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from control.commands import Health, SetHealth, command_from_bytes
-from control.detector import FORGET_AFTER_TTLS, DetectorLoop, DetectorSettings, FailureDetector
+from control.detector import (
+    FORGET_AFTER_TTLS,
+    Decision,
+    DetectorLoop,
+    DetectorSettings,
+    FailureDetector,
+)
 from control.metrics import ControlMetrics
 from control.raft.types import Role, SoftState
 from control.registry import Applied, Backend, Outcome, Pool
@@ -137,6 +147,73 @@ def test_mark_up_needs_a_quorum_seeing_it_up_for_the_whole_hysteresis() -> None:
     assert [(d.backend, d.health) for d in decisions] == [("a", "up")]
 
 
+def test_a_report_says_whether_it_changed_what_its_proxy_counts_for() -> None:
+    detector = leading_detector()
+    assert detector.report("default", seen("p1", a="up", b="down"), 1.0)  # a new proxy
+    assert not detector.report("default", seen("p1", a="up", b="down"), 2.0)
+    assert detector.report("default", seen("p1", a="up", b="up"), 3.0)
+    assert detector.report("default", seen("p1", a="up", b="up", c="down"), 4.0)
+    assert detector.report("default", seen("p1", a="up", b="up", c="unknown"), 5.0)
+    # Back after the TTL: its verdicts count again.
+    assert detector.report("default", seen("p1", a="up", b="up"), 5.0 + SETTINGS.report_ttl + 1)
+
+
+def decide_by_scanning(
+    latest: dict[str, tuple[float, dict[str, tuple[ProbeState, float | None]]]],
+    p: Pool,
+    now: float,
+) -> list[tuple[str, str, frozenset[str]]]:
+    """The detector's rules read straight off every proxy's latest report (`latest`: proxy
+    -> (received at, backend -> (state, up since))), for the counting detector to match."""
+    recent = {k: v for k, v in latest.items() if now - v[0] <= SETTINGS.report_ttl}
+    if not recent:
+        return []
+    need = math.floor(len(recent) * SETTINGS.quorum_fraction) + 1
+    active = list(p.backends.values())
+    allowed = math.floor(len(active) * SETTINGS.max_eject_fraction) - sum(
+        1 for b in active if b.health is Health.DOWN
+    )
+    out = []
+    for b in active:
+        want = "down" if b.health is Health.UP else "up"
+        voters = frozenset(
+            proxy
+            for proxy, (_, states) in recent.items()
+            if states.get(b.name, ("unknown", None))[0] == want
+            and (want == "down" or now - (states[b.name][1] or now) >= SETTINGS.hysteresis)
+        )
+        if len(voters) >= need and (want == "up" or allowed > 0):
+            allowed -= want == "down"
+            out.append((b.name, want, voters))
+    return out
+
+
+def test_counted_votes_decide_as_a_scan_of_every_report_would(seed: int) -> None:
+    rng = random.Random(seed)
+    detector = leading_detector()
+    names = ["a", "b", "c", "d"]
+    verdicts: list[ProbeState] = ["up", "down", "unknown"]
+    latest: dict[str, tuple[float, dict[str, tuple[ProbeState, float | None]]]] = {}
+    now = SETTINGS.warmup
+    for _ in range(3000):
+        now += rng.expovariate(10.0)
+        proxy = f"p{rng.randrange(12)}"
+        states = {n: rng.choices(verdicts, [8, 2, 1])[0] for n in names}
+        if proxy in latest and rng.random() < 0.7:  # mostly the same as last time
+            states = {n: s for n, (s, _) in latest[proxy][1].items()}
+        detector.report("default", seen(proxy, **states), now)
+        before = latest.get(proxy, (now, {}))[1]
+        latest[proxy] = (now, {
+            n: (s, (before[n][1] if n in before and before[n][0] == "up" else now)
+                if s == "up" else None)
+            for n, s in states.items() if s != "unknown"
+        })  # fmt: skip
+        p = pool(*names, down=tuple(rng.sample(names, rng.randrange(3))))
+        decisions, _ = detector.decide(p, now)
+        got = [(d.backend, d.health, frozenset(d.evidence)) for d in decisions]
+        assert got == decide_by_scanning(latest, p, now), f"at t={now:.2f}"
+
+
 class FakeNode:
     """What DetectorLoop uses of a RaftNode: its role, its registry and propose()."""
 
@@ -182,3 +259,138 @@ def test_a_backend_rejoins_only_after_a_successful_flush(flush_works: bool) -> N
         assert proposed.health is Health.UP
     else:
         assert node.proposed == []
+
+
+class CountingDetector(FailureDetector):
+    def __init__(self, settings: DetectorSettings) -> None:
+        super().__init__(settings)
+        self.decided = 0
+
+    def decide(self, pool: Pool, now: float) -> tuple[list[Decision], list[str]]:
+        self.decided += 1
+        return super().decide(pool, now)
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    """Polls `predicate` every 10 ms until it holds; fails after 5 s."""
+    deadline = time.monotonic() + 5.0
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within 5 s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def proposed(node: FakeNode) -> list[tuple[str, Health]]:
+    commands = [command_from_bytes(c).command for c in node.proposed]
+    return [(c.backend, c.health) for c in commands if isinstance(c, SetHealth)]
+
+
+async def run_loop(
+    node: FakeNode, detector: FailureDetector, body: Callable[[DetectorLoop], Awaitable[None]]
+) -> None:
+    async def flush(spec: BackendSpec) -> None:
+        pass
+
+    loop = DetectorLoop(node, node.registry, detector, ControlMetrics(), flush)  # type: ignore[arg-type]
+    task = asyncio.create_task(loop.run())
+    try:
+        await body(loop)
+    finally:
+        task.cancel()
+
+
+def test_unchanged_reports_from_a_thousand_proxies_decide_nothing() -> None:
+    node = FakeNode(pool("a", "b", "c", "d"))
+    detector = CountingDetector(SETTINGS)
+
+    async def body(loop: DetectorLoop) -> None:
+        loop.PERIOD = 3600.0  # no ticks: every decision below is one a report woke
+        loop.report("default", seen("first", a="up"))
+        await until(lambda: detector.decided == 1, "the first report to wake the loop")
+        for rounds in range(4):
+            if rounds == 1:
+                after_first_round = detector.decided
+            for i in range(1000):
+                loop.report("default", seen(f"p{i}", a="up", b="up", c="up", d="down"))
+                await asyncio.sleep(0)  # lets a woken loop run between any two reports
+        assert after_first_round > 1  # new proxies count: each woke it
+        assert detector.decided == after_first_round  # 3,000 unchanged reports: none
+        loop.report("default", seen("p7", a="up", b="up", c="down", d="down"))
+        await until(lambda: detector.decided == after_first_round + 1, "a changed verdict")
+
+    asyncio.run(run_loop(node, detector, body))
+
+
+FAST = DetectorSettings(report_ttl=0.6, hysteresis=0.4, max_eject_fraction=0.5)
+
+
+async def keep_reporting(
+    loop: DetectorLoop, reports: list[HealthReport], sent: list[float] | None = None
+) -> None:
+    """Sends `reports` every 50 ms, as proxies do periodically; notes each round in `sent`."""
+    while True:
+        for report in reports:
+            loop.report("default", report)
+        if sent is not None:
+            sent.append(time.monotonic())
+        await asyncio.sleep(0.05)
+
+
+def test_unchanged_reports_eject_once_the_warmup_ends() -> None:
+    node = FakeNode(pool("a", "b", "c"))
+    detector = CountingDetector(FAST)
+
+    async def body(loop: DetectorLoop) -> None:
+        started = time.monotonic()
+        fleet = [seen("p1", a="down"), seen("p2", a="down"), seen("p3", a="up")]
+        reporting = asyncio.create_task(keep_reporting(loop, fleet))
+        try:
+            await until(lambda: proposed(node) != [], "a decision")
+        finally:
+            reporting.cancel()
+        assert proposed(node)[0] == ("a", Health.DOWN)
+        assert time.monotonic() - started >= FAST.warmup
+
+    asyncio.run(run_loop(node, detector, body))
+
+
+def test_a_quorum_left_by_silent_proxies_ejects_on_the_tick() -> None:
+    node = FakeNode(pool("a", "b", "c"))
+    detector = CountingDetector(FAST)
+
+    async def body(loop: DetectorLoop) -> None:
+        fleet = [seen("p1", a="down"), seen("p2", a="up"), seen("p3", a="up")]
+        sent: list[float] = []
+        reporting = asyncio.create_task(keep_reporting(loop, fleet, sent))
+        await asyncio.sleep(2 * FAST.report_ttl)  # the window in which nothing may happen
+        reporting.cancel()
+        assert proposed(node) == []
+        # p2 and p3 fall silent: after the TTL p1 alone is the quorum, with nothing new said.
+        reporting = asyncio.create_task(keep_reporting(loop, fleet[:1]))
+        try:
+            await until(lambda: proposed(node) != [], "the ejection")
+        finally:
+            reporting.cancel()
+        assert proposed(node)[0] == ("a", Health.DOWN)
+        assert time.monotonic() - sent[-1] > FAST.report_ttl  # p2's and p3's last report
+
+    asyncio.run(run_loop(node, detector, body))
+
+
+def test_unchanged_reports_rejoin_once_the_hysteresis_passes() -> None:
+    node = FakeNode(pool("a", "b", "c", down=("a",)))
+    detector = CountingDetector(FAST)
+
+    async def body(loop: DetectorLoop) -> None:
+        started = time.monotonic()
+        fleet = [seen("p1", a="up"), seen("p2", a="up"), seen("p3", a="down")]
+        reporting = asyncio.create_task(keep_reporting(loop, fleet))
+        try:
+            await until(lambda: proposed(node) != [], "the rejoin")
+        finally:
+            reporting.cancel()
+        assert proposed(node)[0] == ("a", Health.UP)
+        # Counted from leading at the earliest: up since then, and the hysteresis after.
+        assert time.monotonic() - started >= max(FAST.warmup, FAST.hysteresis)
+
+    asyncio.run(run_loop(node, detector, body))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -14,9 +16,9 @@ import httpx
 from proxy.config import ProxyConfig, build
 from proxy.health import BackendHealth
 from proxy.metrics import ProxyMetrics
-from proxy.reporter import HealthReporter, RoutedEpoch, proxy_identity
+from proxy.reporter import EPOCH_REPORT_JITTER, HealthReporter, RoutedEpoch, proxy_identity
 from proxy.telemetry import Snapshot
-from ringleader.wire import BackendObservation, HealthReport
+from ringleader.wire import NO_FORWARD, BackendObservation, HealthReport
 
 # Long enough that a report sent quickly can only have been sent because of a change.
 QUIET = replace(
@@ -58,12 +60,13 @@ Scenario = Callable[[HealthReporter, Plane], Awaitable[None]]
 
 
 def reporting(
-    config: ProxyConfig, view: dict[str, BackendHealth], scenario: Scenario, status: int = 204
-) -> None:
+    config: ProxyConfig, view: dict[str, BackendHealth], scenario: Scenario, status: int = 204,
+    rng: random.Random | None = None,
+) -> None:  # fmt: skip
     async def main() -> None:
         plane = Plane(status)
         reporter = HealthReporter(
-            config, view, EPOCH_GAUGE, transport=httpx.MockTransport(plane.handle)
+            config, view, EPOCH_GAUGE, transport=httpx.MockTransport(plane.handle), rng=rng
         )
         task = asyncio.create_task(reporter.run())
         try:
@@ -172,3 +175,72 @@ def test_a_report_goes_out_at_once_when_every_worker_routes_on_a_new_epoch() -> 
         assert (await plane.report(within=2.0)).epoch == 5
 
     reporting(QUIET, {"a": BackendHealth(state="up")}, scenario)
+
+
+class FixedShare(random.Random):
+    """Draws `share` of every range."""
+
+    def __init__(self, share: float) -> None:
+        super().__init__(0)
+        self.share = share
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.share
+
+
+def test_a_new_epochs_report_waits_its_random_delay_and_a_verdict_change_does_not() -> None:
+    delay = 0.6 * EPOCH_REPORT_JITTER
+    view = {"a": BackendHealth(state="up")}
+
+    async def scenario(reporter: HealthReporter, plane: Plane) -> None:
+        await plane.report()
+        changed_at = time.monotonic()
+        reporter.worker_metrics(101, worker_snapshot(4))
+        assert (await plane.report(within=2.0)).epoch == 4
+        assert delay <= time.monotonic() - changed_at < delay + 1.0
+        # A verdict change goes out at once, and carries a pending new epoch with it.
+        reporter.worker_metrics(101, worker_snapshot(5))
+        view["a"] = BackendHealth(state="down")
+        changed_at = time.monotonic()
+        reporter.changed()
+        report = await plane.report(within=2.0)
+        assert (report.epoch, report.backends["a"].state) == (5, "down")
+        assert time.monotonic() - changed_at < delay
+        # The epoch's delayed report was dropped: that one carried it.
+        assert plane.received.empty()
+        await asyncio.sleep(EPOCH_REPORT_JITTER + 0.2)  # the window in which none may come
+        assert plane.received.empty()
+
+    reporting(QUIET, view, scenario, rng=FixedShare(0.6))
+
+
+def test_reports_move_on_from_a_follower_and_stay_with_the_leader() -> None:
+    """With several control URLs a report asks not to be forwarded; a follower's 503 moves
+    the client on, and it stays with the node that took the report."""
+    hosts: asyncio.Queue[str] = asyncio.Queue()
+
+    async def control_plane(request: httpx.Request) -> httpx.Response:
+        assert request.headers[NO_FORWARD] == "1"
+        await hosts.put(request.url.host)
+        if request.url.host == "follower":
+            return httpx.Response(503, json={"error": "not_leader", "message": "not the leader"})
+        return httpx.Response(204)
+
+    async def main() -> list[str]:
+        config = replace(QUIET, control=("http://follower:7000", "http://leader:7000"))
+        reporter = HealthReporter(
+            config, {"a": BackendHealth(state="up")}, EPOCH_GAUGE,
+            transport=httpx.MockTransport(control_plane),
+        )  # fmt: skip
+        task = asyncio.create_task(reporter.run())
+        try:
+            async with asyncio.timeout(5.0):
+                seen = [await hosts.get(), await hosts.get()]
+                reporter.changed()
+                seen.append(await hosts.get())
+        finally:
+            task.cancel()
+            await reporter.close()
+        return seen
+
+    assert asyncio.run(main()) == ["follower", "leader", "leader"]

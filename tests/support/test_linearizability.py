@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -288,14 +287,6 @@ def test_history_uses_injected_clock_and_validates() -> None:
 
 
 # --- randomized ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def seed() -> int:
-    env = os.environ.get("RINGLEADER_TEST_SEED")
-    value = int(env) if env else random.SystemRandom().randrange(2**32)
-    print(f"RINGLEADER_TEST_SEED={value}")
-    return value
 
 
 @dataclass(slots=True)
