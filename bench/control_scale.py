@@ -25,8 +25,12 @@ Measured per row, over a `--steady` window with every watch held and reports flo
   processes); p50, p99 and max over the changes. A change not seen by every proxy within
   EPOCH_DEADLINE counts as infinite; a write not acknowledged within WRITE_DEADLINE is
   counted apart. "new terms" is how far the Raft term moved during the row: elections.
-* `--profile DIR` runs `py-spy record` on the leader over the steady window and leaves its
-  collapsed stacks there.
+* per node, how late it answers `/healthz`, asked every LAG_PROBE_EVERY seconds over the
+  ring changes: the worst answer within LAG_WINDOW of a change, against the worst between
+  changes. A node whose event loop stalls answers that much late, and a leader's stall
+  longer than the followers' election timeout (200-400 ms) costs an election.
+* `--profile DIR` runs `py-spy record` on the leader over the steady window, and again over
+  the ring changes, and leaves their collapsed stacks there.
 
 Placement `off` is the client as proxies run it by default: every proxy lists the control
 URLs in the same order and long-polls the first that answers; the bench lists the leader
@@ -87,6 +91,8 @@ STARTUP_SECONDS = 120.0  # for every simulated proxy to hold its first ring
 EPOCH_DEADLINE = 10.0  # for every simulated proxy to see one change
 WRITE_DEADLINE = 5.0  # for one ring change to be acknowledged, retries included
 WARMUP = 2 * REPORT_EVERY
+LAG_PROBE_EVERY = 0.02  # seconds between one node's /healthz probes
+LAG_WINDOW = 1.0  # seconds after a change's acknowledgement that count as its aftermath
 SIMULATED_PORTS = 40000  # identities only (hostname/127.0.0.1:PORT): nothing listens there
 EPOCH_GAUGE = ProxyMetrics().ring_epoch.name
 WATCHERS = "ringleader_control_watchers"
@@ -347,6 +353,35 @@ class Usage:
         )
 
 
+class LoopLag:
+    """How long each node takes to answer `/healthz`, asked every LAG_PROBE_EVERY seconds
+    over its own connection: the route does no work, so the answer's lateness is how long
+    the node's event loop was busy with something else."""
+
+    def __init__(self, urls: dict[int, str]) -> None:
+        self._urls = urls
+        self.samples: dict[int, list[tuple[float, float]]] = {i: [] for i in urls}  # sent, took
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            await asyncio.gather(*(self._probe(http, i) for i in self._urls))
+
+    async def _probe(self, http: httpx.AsyncClient, node: int) -> None:
+        while True:
+            sent = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError):
+                await http.get(self._urls[node] + "/healthz")
+            self.samples[node].append((sent, time.monotonic() - sent))
+            await asyncio.sleep(max(0.0, sent + LAG_PROBE_EVERY - time.monotonic()))  # pacing
+
+    def worst(self, node: int, windows: list[tuple[float, float]]) -> list[float]:
+        """Per window [start, end), the longest answer to a probe sent within it."""
+        return [
+            max((took for sent, took in self.samples[node] if start <= sent < end), default=0.0)
+            for start, end in windows
+        ]
+
+
 async def profile(pid: int, seconds: float, out: Path) -> None:
     """py-spy's collapsed stacks of `pid` for `seconds` into `out`."""
     spy = Path(sys.executable).with_name("py-spy")
@@ -406,9 +441,21 @@ async def measure(
         loadgen_cpu = sum(cpu_seconds(pid) for pid in loadgen) - loadgen_before
         rss = rss_bytes(pids[leader])
         watches = {str(i): sample(await metrics_text(cluster.url(i)), WATCHERS) for i in pids}
-        firsts, delays, unacknowledged = await ring_changes(
-            urls, cluster.token, simulators, args.changes
-        )
+        lag = LoopLag({i: cluster.url(i) for i in pids})
+        probing = asyncio.create_task(lag.run())
+        profiling = None
+        if args.profile:
+            out = args.profile / f"n{count}-{spread}-changes.txt"
+            profiling = asyncio.create_task(profile(pids[leader], args.changes * CHANGE_EVERY, out))
+        try:
+            firsts, delays, acks, unacknowledged = await ring_changes(
+                urls, cluster.token, simulators, args.changes
+            )
+        finally:
+            probing.cancel()
+            await asyncio.gather(probing, return_exceptions=True)
+            if profiling is not None:
+                await profiling
     finally:
         await stop_simulators(simulators, listeners)
     terms = await asyncio.to_thread(current_terms, cluster)
@@ -432,17 +479,22 @@ async def measure(
         "p50_s": percentile(delays or [math.nan], 0.5),
         "p99_s": percentile(delays or [math.nan], 0.99), "max_s": max(delays or [math.nan]),
         "simulator_warnings": [s.warnings for s in simulators],
+        "lag_after_change_s": {str(i): lag.worst(i, [(a, a + LAG_WINDOW) for a in acks])
+                               for i in pids},
+        "lag_between_changes_s": {str(i): lag.worst(i, [(a + LAG_WINDOW, a + CHANGE_EVERY)
+                                                         for a in acks]) for i in pids},
     }  # fmt: skip
 
 
 async def ring_changes(
     urls: list[str], token: str, simulators: list[Simulator], changes: int
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[float], list[float], list[float], int]:
     """Per change, seconds from the write's acknowledgement to the first and to the last
-    proxy seeing it (inf: not every proxy saw it within EPOCH_DEADLINE); and how many writes
-    were not acknowledged at all."""
+    proxy seeing it (inf: not every proxy saw it within EPOCH_DEADLINE); when each write was
+    acknowledged; and how many writes were not acknowledged at all."""
     firsts: list[float] = []
     lasts: list[float] = []
+    acks: list[float] = []
     unacknowledged = 0
     async with ControlClient(urls, token, deadline=WRITE_DEADLINE) as client:
         for n in range(changes):
@@ -457,6 +509,7 @@ async def ring_changes(
                 unacknowledged += 1
                 continue
             acknowledged = time.monotonic()
+            acks.append(acknowledged)
             epoch = int(reply.body["epoch"])
             try:
                 async with asyncio.timeout(EPOCH_DEADLINE):
@@ -468,7 +521,7 @@ async def ring_changes(
             firsts.append(min(first for first, _ in seen) - acknowledged)
             lasts.append(max(last for _, last in seen) - acknowledged)
             await asyncio.sleep(max(0.0, started + CHANGE_EVERY - time.monotonic()))  # pacing
-    return firsts, lasts, unacknowledged
+    return firsts, lasts, acks, unacknowledged
 
 
 def row(r: dict[str, Any]) -> tuple[str, ...]:
@@ -477,12 +530,16 @@ def row(r: dict[str, Any]) -> tuple[str, ...]:
 
     watches = "/".join(shown(w) for _, w in sorted(r["watches"].items()))
     ms = [shown(r[k], 1000) for k in ("first_p50_s", "p50_s", "p99_s", "max_s")]
+    lags = [
+        "/".join(shown(max(r[key][str(i)], default=None), 1000) for i in sorted(map(int, r[key])))
+        for key in ("lag_after_change_s", "lag_between_changes_s")
+    ]
     return (str(r["proxies"]), "on" if r["spread"] else "off",
             shown(r["leader_cpu"], digits=2), shown(r["leader_waiting"], digits=2),
             shown(r["leader_requests_per_s"]), shown(r["leader_cpu_ms_per_request"], digits=2),
             shown(r["follower_cpu"], digits=2), shown(r["leader_rss_mb"]),
             f"{shown(r['watches'][str(r['leader'])])} ({watches})", *ms,
-            str(r["unacknowledged_writes"]), shown(r["elections"]),
+            str(r["unacknowledged_writes"]), shown(r["elections"]), *lags,
             shown(r["loadgen_cpu"], digits=2))  # fmt: skip
 
 
@@ -490,6 +547,7 @@ HEADER = ("proxies", "spread", "leader CPU (cores)", "leader run-queue wait (s/s
           "leader requests/s", "leader CPU ms/request", "follower CPU (mean)", "leader RSS MB",
           "watches on leader (per node)", "commit->first p50 ms", "commit->last p50 ms",
           "p99 ms", "max ms", "writes not acked", "new terms",
+          "worst answer after a change ms (per node)", "worst answer between changes ms",
           "load generator CPU")  # fmt: skip
 
 
@@ -577,7 +635,7 @@ def main() -> None:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="py-spy the leader over the steady window; collapsed stacks here",
+        help="py-spy the leader over the steady window and the ring changes; collapsed stacks here",
     )
     args = parser.parse_args()
     if args.changes < 1 or args.steady <= 0 or args.simulators < 1 or min(args.proxies) < 1:
