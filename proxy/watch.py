@@ -1,7 +1,8 @@
 """The ring watch: a long-poll on the control plane that yields each newer ring.
 
 Static stability (docs/invariants.md, invariant 5): when the control plane is unreachable the proxy
-keeps the last ring it has and retries every control URL with jittered backoff.
+keeps the last ring it has and retries every control URL with jittered backoff, kept short
+while the nodes answer but have no leader (an election).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import httpx
 
 from proxy.router import RingState
 from proxy.telemetry import GaugeChild
-from ringleader.control_client import ControlClient, ControlError
+from ringleader.control_client import RETRYABLE_STATUS, ControlClient, ControlError
 from ringleader.wire import RingDocument, WireError
 
 log = logging.getLogger("ringleader.watch")
@@ -24,6 +25,11 @@ log = logging.getLogger("ringleader.watch")
 WATCH_SECONDS = 25.0
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
+# While a node answers, only without a leader for now (an election, a node catching up),
+# retries stay this close: an election ends within a second or so, and a watch backed off
+# for seconds would see the ring committed after it that much late. Answers cost a node
+# little; a plane that does not answer at all gets the full backoff.
+ANSWERED_BACKOFF_MAX = 1.0
 
 
 def ring_state(document: RingDocument) -> RingState:
@@ -77,9 +83,12 @@ class RingWatcher:
                     )
                 self.last_error = str(exc)
                 self._control_up.set(0.0)
+                answered = isinstance(exc, ControlError) and exc.status in RETRYABLE_STATUS
+                cap = ANSWERED_BACKOFF_MAX if answered else BACKOFF_MAX
+                backoff = min(backoff, cap)
                 # Full jitter: proxies restarted together must not retry in lockstep.
                 await asyncio.sleep(self._rng.uniform(0, backoff))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(backoff * 2, cap)
                 continue
             if self.last_error is not None:
                 log.info("ring watch recovered", extra={"ctx": {"via": reply.url}})

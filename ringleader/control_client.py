@@ -93,6 +93,9 @@ class ControlClient:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._deadline
         failures: list[str] = []
+        # The last failure's status when a node answered (a 503: alive, without a leader
+        # for now); None when none could be reached.
+        answered: int | None = None
         attempt = 0
         while True:
             index = self._preferred
@@ -104,17 +107,20 @@ class ControlClient:
                 )  # fmt: skip
             except httpx.HTTPError as exc:
                 failures.append(f"{base}: {type(exc).__name__} {exc}".strip())
+                answered = None
             else:
                 if response.status_code not in RETRYABLE_STATUS:
                     self._preferred = index
                     return self._reply(base, response)
                 failures.append(f"{base}: {response.status_code} {_message(response)}")
+                answered = response.status_code
             # The next attempt, in this call or the next one, starts at the next node.
             self._preferred = (index + 1) % len(self.urls)
             attempt += 1
             if loop.time() >= give_up:
                 raise ControlError(
-                    "control plane unavailable: " + "; ".join(failures[-len(self.urls) :])
+                    "control plane unavailable: " + "; ".join(failures[-len(self.urls) :]),
+                    answered,
                 )
             if attempt % len(self.urls) == 0:
                 await asyncio.sleep(min(0.5, 0.05 * attempt))

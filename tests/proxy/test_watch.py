@@ -21,9 +21,15 @@ Step = Callable[[httpx.Request], httpx.Response]
 
 
 class NoJitter(random.Random):
-    """Backoff without waiting, so a test runs at the speed of its script."""
+    """Backoff without waiting, so a test runs at the speed of its script; `bounds` holds
+    each backoff the watcher drew from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bounds: list[float] = []
 
     def uniform(self, a: float, b: float) -> float:
+        self.bounds.append(b)
         return a
 
 
@@ -72,9 +78,10 @@ class Run:
         self.installed: list[RingState] = []
         self.control_up = GaugeChild()
         self.control_up.set(-1.0)  # neither up nor down until the watcher says so
+        self.rng = NoJitter()
         self.watcher = RingWatcher(
             CONTROL, "default", self.installed.append, self.control_up,
-            rng=NoJitter(), transport=httpx.MockTransport(plane.handle), spread_by=spread_by,
+            rng=self.rng, transport=httpx.MockTransport(plane.handle), spread_by=spread_by,
         )  # fmt: skip
 
 
@@ -146,6 +153,17 @@ def test_it_keeps_the_last_ring_while_the_control_plane_fails() -> None:
     hosts = [r.url.host for r in plane.requests]
     assert hosts == ["c1", "c1", "c2", "c1", "c2"]
     assert params(plane)[2:] == [("3", "0.0")] * 3
+
+
+def test_it_backs_off_to_seconds_when_nothing_answers_but_stays_close_through_an_election() -> (
+    None
+):
+    no_leader = answer(503, {"error": "no_leader", "message": "no leader is known"})
+    run, _ = play(ring(3), *[refused] * 7, *[no_leader] * 3, refused, refused, no_leader)
+    # Unreachable: doubling up to BACKOFF_MAX. Answered 503s: at most ANSWERED_BACKOFF_MAX,
+    # at once; unreachable again doubles from there; a 503 caps it again.
+    assert run.rng.bounds == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0]
+    assert [state.epoch for state in run.installed] == [3]
 
 
 def test_it_recovers_when_the_control_plane_is_back() -> None:

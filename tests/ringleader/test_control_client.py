@@ -111,6 +111,16 @@ def test_a_zero_deadline_means_exactly_one_attempt() -> None:
     assert plane.asked == [A]
 
 
+def test_giving_up_says_whether_the_last_node_answered() -> None:
+    """A 503 (alive, no leader) against silence: the ring watch retries sooner after one."""
+    with pytest.raises(ControlError) as answered:
+        get(Plane(a=no_leader).client([A, B], deadline=0.0))
+    assert answered.value.status == 503
+    with pytest.raises(ControlError) as silent:
+        get(Plane(b=no_leader).client([A, B], deadline=0.0))
+    assert silent.value.status is None
+
+
 def test_a_refusal_is_not_retried_and_carries_status_code_and_message() -> None:
     def unknown_pool(_: httpx.Request) -> httpx.Response:
         return httpx.Response(404, json={"error": "unknown_pool", "message": "no pool 'x'"})
