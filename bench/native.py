@@ -53,20 +53,6 @@ def redis_benchmark(port: int, requests: int, pipeline: int) -> dict[str, Result
     return results
 
 
-def _nutcracker(procs: ProcessGroup, servers: list[int]) -> int:
-    port = free_port()
-    conf = procs.workdir / f"nutcracker-{port}.yml"
-    conf.write_text("\n".join([
-        "pool:", f"  listen: {LOOPBACK}:{port}", "  hash: fnv1a_64", "  distribution: ketama",
-        "  redis: true", "  auto_eject_hosts: false", "  timeout: 2000", "  servers:",
-        *(f"   - {LOOPBACK}:{p}:1 rd{i}" for i, p in enumerate(servers, 1)),
-    ]) + "\n")  # fmt: skip
-    argv = [require("nutcracker"), "-c", str(conf), "-s", str(free_port()),
-            "-o", str(procs.workdir / "nutcracker.out")]  # fmt: skip
-    procs.spawn("nutcracker", argv, port).wait_port()
-    return port
-
-
 def _ringleader(procs: ProcessGroup, servers: list[int], workers: int) -> int:
     port, admin = free_port(), free_port()
     args = ["proxy", "--redis-listen", f"{LOOPBACK}:{port}", "--admin", f"{LOOPBACK}:{admin}",
@@ -95,7 +81,9 @@ def redis_bench(requests: int, servers: int, repeat: int) -> str:
                 "redis-server direct (1 server)": ports[0],
                 "Ringleader, 1 worker": _ringleader(procs, ports, 1),
                 "Ringleader, 2 workers": _ringleader(procs, ports, 2),
-                "nutcracker": _nutcracker(procs, ports),
+                "nutcracker": procs.nutcracker(
+                    [f"{LOOPBACK}:{p}:1 rd{i}" for i, p in enumerate(ports, 1)], redis=True
+                ).port,
             }
             # Rounds go through every target in turn, so that load from elsewhere on a
             # shared machine spreads over all of them; each cell is the median round.

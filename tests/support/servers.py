@@ -178,8 +178,12 @@ class ProcessGroup:
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
         return self.spawn("redis", argv, port).wait_port()
 
-    def nutcracker(self, servers: Sequence[str], hash_name: str = "fnv1a_64") -> ServerProcess:
-        """twemproxy with `distribution: ketama`; `servers` are `host:port:weight [name]`."""
+    def nutcracker(
+        self, servers: Sequence[str], hash_name: str = "fnv1a_64", *,
+        redis: bool = False, hash_tag: str | None = None,
+    ) -> ServerProcess:  # fmt: skip
+        """twemproxy with `distribution: ketama`; `servers` are `host:port:weight [name]`,
+        memcached servers unless `redis`."""
         port = free_port()
         conf = self.workdir / f"nutcracker-{port}.yml"
         lines = [
@@ -187,6 +191,8 @@ class ProcessGroup:
             f"  listen: {LOOPBACK}:{port}",
             f"  hash: {hash_name}",
             "  distribution: ketama",
+            *([f'  hash_tag: "{hash_tag}"'] if hash_tag is not None else []),
+            *(["  redis: true"] if redis else []),
             "  auto_eject_hosts: false",
             "  timeout: 2000",
             "  servers:",

@@ -366,20 +366,6 @@ KEY_COUNT = 5000
 WEIGHTS = {"mc1": 1, "mc2": 2, "mc3": 3}
 
 
-def _nutcracker(procs: ProcessGroup, servers: list[str]) -> int:
-    port = free_port()
-    conf = procs.workdir / f"nutcracker-memcached-{port}.yml"
-    conf.write_text("\n".join([
-        "pool:", f"  listen: {LOOPBACK}:{port}", "  hash: fnv1a_64", "  distribution: ketama",
-        '  hash_tag: "{}"', "  auto_eject_hosts: false", "  timeout: 2000",
-        "  servers:", *(f"   - {s}" for s in servers),
-    ]) + "\n")  # fmt: skip
-    argv = ["nutcracker", "-c", str(conf), "-s", str(free_port()),
-            "-o", str(procs.workdir / f"nutcracker-{port}.out")]  # fmt: skip
-    procs.spawn("nutcracker", argv, port).wait_port()
-    return port
-
-
 def _held(port: int, keys: list[bytes]) -> set[bytes]:
     """The keys among `keys` that the memcached on `port` holds: quiet meta gets answer
     only hits, and `mn` marks the end."""
@@ -411,9 +397,9 @@ def test_nutcracker_and_the_memcached_front_place_every_key_alike(procs: Process
     print(f"seed {seed}")
     rng = random.Random(seed)
     servers = {name: procs.memcached() for name in WEIGHTS}
-    nutcracker = _nutcracker(
-        procs, [f"{LOOPBACK}:{s.port}:{WEIGHTS[n]} {n}" for n, s in servers.items()]
-    )
+    nutcracker = procs.nutcracker(
+        [f"{LOOPBACK}:{s.port}:{WEIGHTS[n]} {n}" for n, s in servers.items()], hash_tag="{}"
+    ).port
     urls = {n: memcached_url(s, name=n, weight=WEIGHTS[n]) for n, s in servers.items()}
     _, front = start_front(procs, urls, "--hash-tag", "{}")
     # Plain keys, tagged keys, empty tags (hashed whole) and bytes >= 0x80.

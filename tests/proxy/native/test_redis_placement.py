@@ -12,27 +12,11 @@ from tests.proxy.native.redis_support import start_redis_proxy
 from tests.support.servers import (
     LOOPBACK,
     ProcessGroup,
-    free_port,
     redis_url,
-    require_binary,
 )
 
 KEY_COUNT = 5000
 WEIGHTS = {"rd1": 1, "rd2": 2, "rd3": 3}
-
-
-def _nutcracker(procs: ProcessGroup, servers: list[str]) -> int:
-    port = free_port()
-    conf = procs.workdir / f"nutcracker-redis-{port}.yml"
-    conf.write_text("\n".join([
-        "pool:", f"  listen: {LOOPBACK}:{port}", "  hash: fnv1a_64", "  distribution: ketama",
-        '  hash_tag: "{}"', "  redis: true", "  auto_eject_hosts: false", "  timeout: 2000",
-        "  servers:", *(f"   - {s}" for s in servers),
-    ]) + "\n")  # fmt: skip
-    argv = [require_binary("nutcracker"), "-c", str(conf), "-s", str(free_port()),
-            "-o", str(procs.workdir / f"nutcracker-{port}.out")]  # fmt: skip
-    procs.spawn("nutcracker", argv, port).wait_port()
-    return port
 
 
 def _placement(port: int, keys: list[str], direct: dict[str, redis.Redis]) -> dict[str, str]:
@@ -60,9 +44,10 @@ def test_nutcracker_and_the_redis_front_place_every_key_alike(procs: ProcessGrou
     rng = random.Random(seed)
     servers = {name: procs.redis() for name in WEIGHTS}
     direct = {n: redis.Redis(host=LOOPBACK, port=s.port) for n, s in servers.items()}
-    nutcracker = _nutcracker(
-        procs, [f"{LOOPBACK}:{s.port}:{WEIGHTS[n]} {n}" for n, s in servers.items()]
-    )
+    nutcracker = procs.nutcracker(
+        [f"{LOOPBACK}:{s.port}:{WEIGHTS[n]} {n}" for n, s in servers.items()],
+        redis=True, hash_tag="{}",
+    ).port
     urls = [redis_url(s, name=n, weight=WEIGHTS[n]) for n, s in servers.items()]
     _, front = start_redis_proxy(procs, urls, "--hash-tag", "{}")
     # Plain keys, tagged keys, empty tags (hashed whole) and bytes >= 0x80.
