@@ -405,7 +405,7 @@ class RaftNode(Generic[R]):
             while self.core.has_ready():
                 rd = self.core.ready()
                 durable = without_commit_only_hard_state(rd, self._storage.load_hard_state())
-                if durable.snapshot is None and not durable.entries and durable.hard_state is None:
+                if not durable.persists:
                     self._send(rd.messages)
                     self._apply(rd)
                     continue

@@ -36,6 +36,11 @@ class Ready:
     read_states: tuple[ReadState, ...]
     messages_may_precede_persist: bool = False
 
+    @property
+    def persists(self) -> bool:
+        """Whether step 1 writes anything."""
+        return self.snapshot is not None or bool(self.entries) or self.hard_state is not None
+
 
 @dataclass(frozen=True, slots=True)
 class Compaction:

@@ -200,7 +200,7 @@ class AsyncNode:
         while core.has_ready():
             rd = core.ready()
             durable = without_commit_only_hard_state(rd, self.disk.storage.load_hard_state())
-            if durable.snapshot is None and not durable.entries and durable.hard_state is None:
+            if not durable.persists:
                 self._send(rd.messages)
                 self._apply(rd)
                 continue

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ import redis.asyncio
 
 from tests.proxy.native.redis_support import RedisFleet, redis_fleet
 from tests.support.control_cluster import parse_metric
+from tests.support.fleet import exchange
 from tests.support.servers import LOOPBACK, ProcessGroup, wait_until
 
 KEYS = [f"key-{i:03d}-{i * 7919 % 1000}" for i in range(60)]
@@ -31,18 +31,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisFleet]:
         procs.cleanup()
 
 
-def raw(port: int, payload: bytes, until: bytes = b"\r\n", timeout: float = 5.0) -> bytes:
+def raw(port: int, payload: bytes, until: bytes = b"\r\n") -> bytes:
     """Sends `payload` on a new connection and reads until the reply ends with `until` or
     the proxy closes the connection."""
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
-        sock.sendall(payload)
-        data = b""
-        while not data.endswith(until):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
+    return exchange(port, payload, lambda reply: reply.endswith(until))
 
 
 def test_strings_hashes_lists_sets_sorted_sets_and_hyperloglog(fleet: RedisFleet) -> None:
