@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import select
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,13 +41,11 @@ from proxy.router import Route, Router, RoutingTable
 from ringleader.backend_url import BackendSpec
 from ringleader.backends import BackendError, ClientSettings
 from ringleader.backends.errors import BackendProtocolError, BackendTimeout, BackendUnavailable
+from ringleader.backends.unread import UNREAD_GRACE_SECONDS, unread
 
 log = logging.getLogger("ringleader.native")
 
 Done = Callable[[Any], None]
-
-# How long an overdue request whose connection has unread bytes waits for them to be read.
-UNREAD_GRACE_SECONDS = 0.001
 
 
 class ReplyFramer(Protocol):
@@ -87,18 +84,6 @@ class _Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"connection lost: {exc}" if exc else "connection closed by server"
         self.upstream.link_failed(self, BackendUnavailable(self.upstream.name, reason))
-
-    def unread(self) -> bool:
-        """Whether the socket holds bytes the event loop has not read yet."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return False
-        poller = select.poll()
-        try:
-            poller.register(sock.fileno(), select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
-            return False
 
 
 class Upstream:
@@ -266,10 +251,7 @@ class Upstream:
         now = time.monotonic()
         if now < overdue_at:
             self._watchdog = self._loop.call_later(overdue_at - now, self._check)
-        elif self._link is not None and self._link.unread():
-            # A worker held back longer than the timeout (a stalled host) runs its timers
-            # before it reads its sockets (libuv's order): a reply already waiting there
-            # is late only by the stall. Read it first, then look again.
+        elif self._link is not None and unread(self._link.transport):
             self._watchdog = self._loop.call_later(UNREAD_GRACE_SECONDS, self._check)
         elif self._link is not None:
             timeout = self._settings.request_timeout

@@ -21,6 +21,7 @@ from ringleader.backends.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
+from ringleader.backends.unread import UNREAD_GRACE_SECONDS, unread
 
 
 class ReplyParser(Protocol):
@@ -114,10 +115,12 @@ class PipelinedConnection(asyncio.Protocol):
             return
         overdue_at = self._pending[0].sent_at + self._timeout
         now = time.monotonic()
-        if now >= overdue_at:
-            self.abort(BackendTimeout(self._backend, f"no reply within {self._timeout:g}s"))
-        else:
+        if now < overdue_at:
             self._watchdog = self._loop.call_later(overdue_at - now, self._check_deadline)
+        elif unread(self._transport):
+            self._watchdog = self._loop.call_later(UNREAD_GRACE_SECONDS, self._check_deadline)
+        else:
+            self.abort(BackendTimeout(self._backend, f"no reply within {self._timeout:g}s"))
 
     def abort(self, error: BackendError) -> None:
         if self.error is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
+import uvloop
 
 from ringleader.backends import BackendTimeout, BackendUnavailable, ClientSettings
 from ringleader.backends.errors import BackendError
@@ -305,3 +307,53 @@ def test_closed_client_fails_pending_requests() -> None:
             server.close()
 
     run(scenario())
+
+
+class Stall(asyncio.Protocol):
+    """A connection whose reply holds the whole loop up, as a stalled host would, after
+    `meanwhile()`: the stall comes while the loop handles a socket's events."""
+
+    def __init__(self, meanwhile: Callable[[], None], seconds: float) -> None:
+        self.meanwhile = meanwhile
+        self.seconds = seconds
+        self.done = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.meanwhile()
+        time.sleep(self.seconds)
+        self.done.set_result(None)
+
+
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_a_reply_waiting_when_a_stalled_worker_resumes_is_not_a_timeout(
+    procs: ProcessGroup, kind: str
+) -> None:
+    """The fault is the stall itself: the worker is held back past the request timeout
+    while it handles another socket's events, and the slow backend's reply arrives
+    meanwhile. uvloop (the proxy's loop) then runs due timers before it polls the sockets
+    again, so the watchdog finds the request overdue before the loop has read its reply."""
+    slow, other = start_backend(procs, kind), start_backend(procs, kind)
+    ping = b"version\r\n" if kind == "memcached" else b"PING\r\n"
+
+    async def scenario() -> None:
+        client = slow.client()
+        try:
+            await client.set(b"k", b"late", 0)
+            slow.proc.stop()
+            try:
+                waiting = asyncio.ensure_future(client.get(b"k"))
+                loop = asyncio.get_running_loop()
+                stall = Stall(slow.proc.cont, FAST.request_timeout * 2)
+                transport, _ = await loop.create_connection(
+                    lambda: stall, LOOPBACK, other.proc.port
+                )
+                transport.write(ping)
+                await stall.done
+                transport.close()
+            finally:
+                slow.proc.cont()
+            assert await waiting == b"late"
+        finally:
+            await client.close()
+
+    uvloop.run(scenario())
