@@ -321,6 +321,7 @@ class HttpTransport:
         loop = asyncio.get_running_loop()
         url = self._peers[peer] + PEER_PATH
         failures = 0
+        logged = ""
         while True:
             opened = loop.time()
             try:
@@ -330,10 +331,13 @@ class HttpTransport:
                 log.exception("peer stream to %s failed unexpectedly", peer)
                 problem = repr(exc)
             if loop.time() - opened >= HEALTHY_STREAM_SECONDS:
-                failures = 0
+                failures, logged = 0, ""
             failures += 1
             self._metrics.peer_send_failures.labels(str(peer)).inc()
-            if failures == 1 or failures % 100 == 0:
+            # A new reason is news (a peer that was down now refuses our token); a
+            # repeated one is logged every 100th time, so a dead peer cannot flood the log.
+            if problem != logged or failures % 100 == 0:
+                logged = problem
                 log.warning(
                     "cannot stream to peer %s", peer,
                     extra={"ctx": {"peer": peer, "url": url, "error": problem,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import signal
@@ -223,6 +224,41 @@ def test_a_refusing_peer_is_logged_with_its_answer(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING, logger="ringleader.transport"):
         asyncio.run(serve_while(recorder_app(recorder), test))
     assert logged_errors(caplog)[0] == 'peer refused: 401 {"error": "refused"}'
+
+
+def test_a_peer_that_was_down_and_now_refuses_is_logged_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first failure is not the only one worth a line: a peer that comes up and
+    refuses our token must show in the log long before the 100th repeat."""
+
+    async def test() -> None:
+        # Nothing listens yet on a port just released.
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        async with sender(f"http://{LOOPBACK}:{port}", ControlMetrics()):
+            await eventually(lambda: bool(logged_errors(caplog)), "the first failure")
+            assert logged_errors(caplog)[0].startswith("cannot connect")
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((LOOPBACK, port))
+            app = recorder_app(Recorder(refuse=401))
+            server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None))
+            serving = asyncio.create_task(server.serve(sockets=[listener]))
+            try:
+                await eventually(lambda: any(e.startswith("peer refused: 401")
+                                             for e in logged_errors(caplog)),
+                                 "the refusal to be logged")  # fmt: skip
+            finally:
+                server.should_exit = server.force_exit = True
+                await serving
+        # Repeats of one reason are not logged each time.
+        errors = logged_errors(caplog)
+        assert all(a != b for a, b in itertools.pairwise(errors))
+
+    with caplog.at_level(logging.WARNING, logger="ringleader.transport"):
+        asyncio.run(test())
 
 
 def test_a_stream_the_peer_ends_is_reopened() -> None:
