@@ -98,7 +98,7 @@ class Upstream:
         framer_factory: Callable[[], ReplyFramer],
         flusher: Flusher,
         greeting: Callable[[], Sequence[Greeting]],
-        on_error: Callable[[BackendError], None],
+        on_error: Callable[[BackendError, int], None],
     ) -> None:
         self.route = route
         self.name = route.spec.name
@@ -124,7 +124,9 @@ class Upstream:
     def send(self, payload: bytes, done: Done | None, expect: Any = None) -> None:
         if not self._ready and not self._start():
             if done is not None:
-                done(self._refusal())
+                refusal = self._refusal()
+                self._on_error(refusal, 1)
+                done(refusal)
             return
         self._waiting.append((done, expect, time.monotonic()))
         self._queue(payload)
@@ -135,6 +137,8 @@ class Upstream:
         """Sends `payload`, which the backend does not answer; dropped if it is down."""
         if self._ready or self._start():
             self._queue(payload)
+        else:
+            self._on_error(self._refusal(), 1)
 
     def _queue(self, payload: bytes) -> None:
         out = self._out
@@ -273,7 +277,7 @@ class Upstream:
         waiting, self._waiting = self._waiting, deque()
         failed = [done for done, _, _ in waiting if done is not None]
         if failed:
-            self._on_error(error)
+            self._on_error(error, len(failed))
             log.warning("backend %s failed", self.name, extra={"ctx": {
                 "backend": self.name, "error": error.detail, "requests": len(failed)}})  # fmt: skip
         for done in failed:
@@ -379,8 +383,9 @@ class Upstreams:
             grace = self._settings.request_timeout + self._settings.connect_timeout
             asyncio.get_running_loop().call_later(grace, _close_all, retired)
 
-    def _count_error(self, error: BackendError) -> None:
-        self._errors.labels(error.backend, self._protocol, error.kind).inc()
+    def _count_error(self, error: BackendError, operations: int) -> None:
+        # Per operation, refusals in the backoff window included, as the KV API counts.
+        self._errors.labels(error.backend, self._protocol, error.kind).inc(operations)
 
     def close(self) -> None:
         _close_all(list(self._by_spec.values()))

@@ -88,13 +88,18 @@ def test_a_dead_backend_fails_at_once_then_backs_off(procs: ProcessGroup) -> Non
     port = free_port()  # nothing listens
 
     async def main() -> None:
-        ups, _ = upstreams([f"redis://{LOOPBACK}:{port}/0?name=gone"])
+        ups, metrics = upstreams([f"redis://{LOOPBACK}:{port}/0?name=gone"])
         (first,) = await call(ups, b"k", b"PING\r\n")
         assert isinstance(first, BackendUnavailable)
         assert "connect failed" in first.detail
         (second,) = await call(ups, b"k", b"PING\r\n")
         assert isinstance(second, BackendUnavailable)
         assert "in reconnect backoff" in second.detail
+        upstream = ups.route(b"k")
+        assert upstream is not None
+        upstream.write(b"SET k v\r\n")  # no reply expected, and dropped
+        # Every operation that failed counts, refusals in the backoff window included.
+        assert metrics.backend_errors.labels("gone", "redis", "unavailable").value == 3
 
     run(main())
 
@@ -103,7 +108,7 @@ def test_a_stopped_backend_times_out_every_waiting_request(procs: ProcessGroup) 
     server = procs.redis()
 
     async def main() -> None:
-        ups, _ = upstreams([f"redis://{LOOPBACK}:{server.port}/0?name=stuck"])
+        ups, metrics = upstreams([f"redis://{LOOPBACK}:{server.port}/0?name=stuck"])
         assert await call(ups, b"k", b"PING\r\n") == [b"+PONG\r\n"]
         server.stop()
         try:
@@ -114,6 +119,7 @@ def test_a_stopped_backend_times_out_every_waiting_request(procs: ProcessGroup) 
             server.cont()
         assert all(isinstance(r, BackendTimeout) for r in replies), replies
         assert len({id(r) for r in replies}) == 1  # one failure, shared by all
+        assert metrics.backend_errors.labels("stuck", "redis", "timeout").value == 20
         assert 0.4 < elapsed < 3.0
         # The backend is back: after the backoff window, requests go through again.
         await asyncio.sleep(SETTINGS.reconnect_backoff_max)
