@@ -19,6 +19,9 @@ DISK_BUCKETS = (
     1.0,
 )  # fmt: skip
 
+# A tick is due every 20 ms; an election timeout is 200-400 ms.
+TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0, 2.5)
+
 
 class ControlMetrics:
     def __init__(self) -> None:
@@ -86,6 +89,13 @@ class ControlMetrics:
         self.disk_stalls = Counter(
             "ringleader_control_disk_stalls_total",
             "Storage writes that outlasted --disk-stall-timeout.",
+            registry=r,
+        )
+        self.tick_lateness = Histogram(
+            "ringleader_control_tick_lateness_seconds",
+            "How late each Raft tick ran: how long the event loop stood still before it. "
+            "Past the election timeout (0.2 s) on a leader, followers hold an election.",
+            buckets=TICK_BUCKETS,
             registry=r,
         )
         self.api_requests = Counter(

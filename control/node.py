@@ -44,6 +44,7 @@ from control.raft.storage import (
     persist_ready,
 )
 from control.raft.types import EntryKind, NodeId, Role, SoftState
+from control.tick_lateness import TickLateness
 
 log = logging.getLogger("ringleader.raft")
 
@@ -175,6 +176,7 @@ class RaftNode(Generic[R]):
         self._behind_since: float | None = None
         self._stopped = False
         self._disk = DiskThread("raft-disk")
+        self._lateness = TickLateness(metrics.tick_lateness)
         if self._disk.hold_file is not None:
             # Writes are held on the disk thread only: every one must go there.
             self._fdatasync = None
@@ -214,6 +216,7 @@ class RaftNode(Generic[R]):
                 next_tick = loop.time()
             next_tick += TICK_SECONDS * self._rng.uniform(1 - TICK_JITTER, 1 + TICK_JITTER)
             await asyncio.sleep(next_tick - loop.time())
+            self._lateness.ticked(loop.time() - next_tick)
             self._check_stall()
             self.core.tick()
             self._send_early()

@@ -80,3 +80,6 @@ def test_panels_cover_the_signals() -> None:
     assert has("ringleader_raft_commit_index", "-", "ringleader_raft_applied_index")
     assert has("ringleader_raft_leader_changes_total")
     assert has("histogram_quantile(0.99,", "ringleader_raft_fsync_duration_seconds_bucket")
+    # Event loop stalls, which late heartbeats and so elections follow.
+    assert has("ringleader_control_tick_lateness_seconds_count", "-",
+               'ringleader_control_tick_lateness_seconds_bucket', 'le="0.1"')  # fmt: skip
