@@ -1,17 +1,22 @@
 """Control plane at scale: 3 real control nodes against N simulated proxies.
 
     python -m bench.control_scale [--proxies 100,500,1000] [--spread off,on] [--changes 20]
-                                  [--steady 15] [--simulators 4] [--loadgen-nice N]
-                                  [--json FILE] [--profile DIR]
+                                  [--steady 15] [--simulators 4] [--loadgen-nice 19]
+                                  [--watcher wire|client] [--json FILE] [--profile DIR]
 
 For each N and watch placement: a fresh 3-node `ringleader control` cluster on loopback
 (bench.control_failover's), a pool of BACKENDS backends, and N simulated proxies shared out
-over `--simulators` load-generator processes (asyncio tasks, so their CPU is not the
-nodes'; `--loadgen-nice` lowers their priority, standing in for proxies that have CPUs of
-their own). Each simulated proxy runs the proxy's own RingWatcher (the ring long-poll) and
-HealthReporter (a report with the cluster token every 2 s, and within a random 0-0.5 s
-when its ring epoch changes), each on its own connections, as one real proxy does. The
-proxies start over STARTUP_RAMP seconds.
+over `--simulators` load-generator processes (asyncio tasks). Real proxies have CPUs of
+their own; here the simulated fleet needs about 0.7 of this 2-core machine's cores, so
+`--loadgen-nice` (default 19) gives the nodes priority over it, and 0 lets it compete with
+them on equal terms (then the nodes wait for a CPU long enough to miss heartbeats: see
+BENCHMARKS.md). Each simulated proxy runs the proxy's own HealthReporter (a report with the
+cluster token every 2 s, and within a random 0-0.5 s when its ring epoch changes) and a
+ring watch, each on its own connections, as one real proxy does: `--watcher wire`
+(default) is WireWatch, the RingWatcher's long-poll timed as its answer comes off the
+socket; `client` is the proxy's RingWatcher itself, timed once it has installed the ring,
+which adds the simulated fleet's own httpx time to every figure. The proxies start over
+STARTUP_RAMP seconds.
 
 Measured per row, over a `--steady` window with every watch held and reports flowing:
 * the leader's CPU (user+system from /proc/PID/stat, as a fraction of one core), the time
@@ -21,7 +26,7 @@ Measured per row, over a `--steady` window with every watch held and reports flo
   each node holds (`ringleader_control_watchers`);
 * then `--changes` ring changes (drain, then activate, one backend), one every
   CHANGE_EVERY seconds, each timed from the write's acknowledgement to the moment the first
-  and the last simulated proxy install its epoch (CLOCK_MONOTONIC is one clock for all
+  and the last simulated proxy see its epoch (CLOCK_MONOTONIC is one clock for all
   processes); p50, p99 and max over the changes. A change not seen by every proxy within
   EPOCH_DEADLINE counts as infinite; a write not acknowledged within WRITE_DEADLINE is
   counted apart. "new terms" is how far the Raft term moved during the row: elections.
@@ -32,11 +37,11 @@ Measured per row, over a `--steady` window with every watch held and reports flo
 * `--profile DIR` runs `py-spy record` on the leader over the steady window, and again over
   the ring changes, and leaves their collapsed stacks there.
 
-Placement `off` is the client as proxies run it by default: every proxy lists the control
-URLs in the same order and long-polls the first that answers; the bench lists the leader
-first, so every watch lands on it. `on` passes the proxy's identity as
-RingWatcher(spread_by=...), which starts each watch at a node picked by a hash of it, so the
-followers serve two thirds of them. Reports go to the first URL either way: the failure
+Placement `off` is a watch without `spread_by`: every proxy lists the control URLs in the
+same order and long-polls the first that answers; the bench lists the leader first, so
+every watch lands on it. `on` is the proxy's default, RingWatcher(spread_by=<identity>):
+each watch starts at a node picked by a hash of the proxy's identity, so the followers
+serve two thirds of them. Reports go to the first URL either way: the failure
 detector runs on the leader.
 
 Everything is bounded in time: the simulators exit when the bench closes their stdin or
@@ -62,24 +67,27 @@ import time
 import types
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from bench.common import table
 from bench.control_failover import percentile, running
 from bench.control_write_path import cpu_seconds
+from control.transport import PeerAddress
 from proxy.config import ProxyConfig, build
 from proxy.health import BackendHealth
 from proxy.metrics import ProxyMetrics
 from proxy.reporter import HealthReporter, proxy_identity
-from proxy.router import RingState
 from proxy.telemetry import GaugeChild
-from proxy.watch import RingWatcher
+from proxy.watch import ANSWERED_BACKOFF_MAX, BACKOFF_MAX, BACKOFF_MIN, WATCH_SECONDS, RingWatcher
 from ringleader.address import Address
-from ringleader.control_client import ControlClient, ControlError
+from ringleader.control_client import RETRYABLE_STATUS, ControlClient, ControlError, node_for
+from ringleader.wire import RingDocument
 from tests.support.control_cluster import parse_metric
 
 POOL = "default"
@@ -98,6 +106,7 @@ EPOCH_GAUGE = ProxyMetrics().ring_epoch.name
 WATCHERS = "ringleader_control_watchers"
 REPOSITORY = Path(__file__).resolve().parents[1]
 PLACEMENTS = {"off": False, "on": True}
+WATCHERS_KINDS = ("wire", "client")
 
 
 # -- the load generator: one process's share of the simulated fleet -------------------------------
@@ -123,9 +132,9 @@ class Fleet:
         for epoch in epochs:
             self._count(self.floor, epoch, time.monotonic())
 
-    def installed(self, before: int, after: int) -> None:
+    def installed(self, before: int, after: int, seen: float) -> None:
         if self.floor is not None:
-            self._count(max(before, self.floor), after, time.monotonic())
+            self._count(max(before, self.floor), after, seen)
 
     def _count(self, before: int, after: int, now: float) -> None:
         for epoch in range(before + 1, after + 1):
@@ -135,29 +144,98 @@ class Fleet:
                 emit({"epoch": epoch, "first": first, "last": now})
 
 
+class WireWatch:
+    """The proxy's ring watch at the HTTP level, for `--watcher wire`: the same long-poll
+    (path, wait_epoch, timeout), started at the same node (spread_by), moving to the next
+    node on a 503 or a lost connection with proxy.watch's backoff, and asking without
+    waiting after a failure. An answer counts as seen when its head comes off the socket:
+    the product's RingWatcher spends about a millisecond of httpx CPU per answer and
+    re-poll, so 1,000 of them on this 2-core machine need more CPU per ring change than the
+    three nodes do, and the time measured would be the simulated fleet's, not the control
+    plane's (real proxies each have CPUs of their own)."""
+
+    def __init__(self, urls: list[str], pool: str, identity: str | None,
+                 on_epoch: Callable[[int, float], None]) -> None:  # fmt: skip
+        self._nodes = [PeerAddress.parse(url) for url in urls]
+        self._index = 0 if identity is None else node_for(identity, len(urls))
+        self._path = f"/v1/pools/{quote(pool, safe='')}/ring"
+        self._on_epoch = on_epoch
+        self._rng = random.Random(identity)
+        self.epoch = -1
+        self.received_first = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff, retrying = BACKOFF_MIN, False
+        while True:
+            node = self._nodes[self._index]
+            status = None
+            try:
+                reader, writer = await asyncio.open_connection(node.host, node.port)
+                try:
+                    while (status := await self._poll(reader, writer, node, retrying)) == 200:
+                        retrying, backoff = False, BACKOFF_MIN
+                finally:
+                    writer.close()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                pass  # ValueError: an answer that is not the ring document, WireError included
+            retrying = True
+            self._index = (self._index + 1) % len(self._nodes)
+            cap = ANSWERED_BACKOFF_MAX if status in RETRYABLE_STATUS else BACKOFF_MAX
+            backoff = min(backoff, cap)
+            await asyncio.sleep(self._rng.uniform(0, backoff))
+            backoff = min(backoff * 2, cap)
+
+    async def _poll(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, node: PeerAddress,
+        retrying: bool,
+    ) -> int:  # fmt: skip
+        """One long-poll on an open connection; the status it was answered with."""
+        wait = 0.0 if retrying else WATCH_SECONDS
+        writer.write(f"GET {self._path}?wait_epoch={self.epoch}&timeout={wait:g} HTTP/1.1\r\n"
+                     f"host: {node.authority}\r\n\r\n".encode())  # fmt: skip
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen = time.monotonic()
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+        body = await reader.readexactly(length)
+        status = int(head[9:12])
+        if status == 200:
+            epoch = RingDocument.from_json(json.loads(body)).epoch
+            if epoch > self.epoch:
+                self._on_epoch(epoch, seen)
+                self.epoch = epoch
+            self.received_first.set()
+        return status
+
+
 class SimulatedProxy:
     """A proxy's control-plane traffic: its ring watch and its health reports."""
 
     def __init__(
         self, config: ProxyConfig, backends: list[str], fleet: Fleet, spread: bool,
-        transports: list[httpx.AsyncBaseTransport],
+        transports: list[httpx.AsyncBaseTransport], watcher: str,
     ) -> None:  # fmt: skip
         now = time.time()
         view = {name: BackendHealth(state="up", since=now) for name in backends}
         self.reporter = HealthReporter(config, view, EPOCH_GAUGE, transport=transports[0])
-        identity = proxy_identity(config)
-        self.watcher = RingWatcher(
-            list(config.control), config.pool, self._install, GaugeChild(),
-            transport=transports[1], spread_by=identity if spread else None,
-        )  # fmt: skip
+        identity = proxy_identity(config) if spread else None
+        self.watcher: RingWatcher | WireWatch
+        if watcher == "wire":
+            self.watcher = WireWatch(list(config.control), config.pool, identity, self._install)
+        else:
+            self.watcher = RingWatcher(
+                list(config.control), config.pool,
+                lambda ring: self._install(ring.epoch, time.monotonic()), GaugeChild(),
+                transport=transports[1], spread_by=identity,
+            )  # fmt: skip
         self.epoch = -1
         self._fleet = fleet
 
-    def _install(self, ring: RingState) -> None:
-        before, self.epoch = self.epoch, ring.epoch
-        self._fleet.installed(before, ring.epoch)
+    def _install(self, epoch: int, seen: float) -> None:
+        before, self.epoch = self.epoch, epoch
+        self._fleet.installed(before, epoch, seen)
         # As the proxy's workers do once they route on it: the reporter tells the leader.
-        self.reporter.worker_metrics(0, {EPOCH_GAUGE: {(): [float(ring.epoch)]}})
+        self.reporter.worker_metrics(0, {EPOCH_GAUGE: {(): [float(epoch)]}})
 
     async def run(self, delay: float) -> None:
         """The proxy's two loops, from `delay` seconds on: a fleet's proxies start apart."""
@@ -165,7 +243,8 @@ class SimulatedProxy:
         await asyncio.gather(self.watcher.run(), self.reporter.run())
 
     async def close(self) -> None:
-        await self.watcher.close()
+        if isinstance(self.watcher, RingWatcher):
+            await self.watcher.close()
         await self.reporter.close()
 
 
@@ -194,8 +273,18 @@ def skip_sniffio_probe() -> None:
         sys.modules["sniffio"] = stub
 
 
+def lower_priority(nice: int) -> None:
+    """Niceness `nice` for this process and, where Linux schedules by session (autogroups,
+    /proc/sys/kernel/sched_autogroup_enabled), for its session, which is its own: a
+    process's own niceness only ranks it within its session, so without the second the
+    simulators would still take as much CPU as each node."""
+    os.nice(nice)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(nice))
+
+
 async def simulate(args: argparse.Namespace) -> None:
-    os.nice(args.nice)
+    lower_priority(args.nice)
     skip_sniffio_probe()
     warnings = WarningCount()
     logging.getLogger().addHandler(warnings)
@@ -212,6 +301,7 @@ async def simulate(args: argparse.Namespace) -> None:
             fleet,
             args.spread,
             [httpx.AsyncHTTPTransport(verify=tls) for _ in range(2)],
+            args.watcher,
         )
         for i in range(args.count)
     ]
@@ -270,7 +360,7 @@ class Simulator:
 
 async def start_simulators(
     count: int, processes: int, urls: list[str], token_file: Path, spread: bool,
-    lifetime: float, logs: Path, nice: int,
+    lifetime: float, logs: Path, nice: int, watcher: str,
 ) -> list[Simulator]:  # fmt: skip
     shares = [count // processes + (i < count % processes) for i in range(processes)]
     backends = ",".join(f"bench-{b}" for b in range(BACKENDS))
@@ -280,7 +370,7 @@ async def start_simulators(
         argv = [sys.executable, "-m", "bench.control_scale", "simulate",
                 "--control", ",".join(urls), "--token-file", str(token_file),
                 "--count", str(share), "--first", str(first), "--backends", backends,
-                "--seconds", str(lifetime), "--nice", str(nice),
+                "--seconds", str(lifetime), "--nice", str(nice), "--watcher", watcher,
                 *(["--spread"] if spread else [])]  # fmt: skip
         # A local log file, opened once before any traffic: blocking here costs nothing.
         with open(logs / f"simulator-{i}.log", "ab") as log:  # noqa: ASYNC230
@@ -418,7 +508,7 @@ async def measure(
     lifetime = STARTUP_SECONDS + WARMUP + args.steady + args.changes * (CHANGE_EVERY + 5) + 60
     simulators = await start_simulators(
         count, args.simulators, urls, cluster.token_file, spread, lifetime, cluster.workdir,
-        args.loadgen_nice,
+        args.loadgen_nice, args.watcher,
     )  # fmt: skip
     listeners = [asyncio.create_task(s.listen()) for s in simulators]
     loadgen = [s.process.pid for s in simulators]
@@ -604,6 +694,7 @@ def main() -> None:
         sim.add_argument("--seconds", type=float, required=True)
         sim.add_argument("--spread", action="store_true")
         sim.add_argument("--nice", type=int, default=0)
+        sim.add_argument("--watcher", choices=WATCHERS_KINDS, default="wire")
         with contextlib.suppress(TimeoutError):
             asyncio.run(simulate(sim.parse_args()))
         return
@@ -624,11 +715,19 @@ def main() -> None:
     )
     parser.add_argument("--simulators", type=int, default=4, help="load-generator processes")
     parser.add_argument(
+        "--watcher",
+        choices=WATCHERS_KINDS,
+        default="wire",
+        help="the simulated proxies' ring watch: wire (timed off the socket, default) or "
+        "client (the proxy's RingWatcher over httpx, timed once it has installed the ring)",
+    )
+    parser.add_argument(
         "--loadgen-nice",
         type=int,
-        default=0,
+        default=19,
         metavar="N",
-        help="niceness of the load-generator processes (default 0: the nodes' own)",
+        help="niceness of the load-generator processes and their sessions (default 19: "
+        "the nodes come first, as on machines of their own; 0: the nodes' own)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
     parser.add_argument(
