@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -41,7 +41,7 @@ from control.commands import (
 )
 from control.detector import DetectorLoop
 from control.members import members_view, parse_member
-from control.metrics import ControlMetrics
+from control.metrics import ControlMetrics, CounterChildren
 from control.node import NotLeaderError, ProposalFailed, RaftNode
 from control.raft.membership import MembershipError
 from control.raft.messages import Message
@@ -176,6 +176,7 @@ class ControlAPI:
         self._peers = peers
         self._token = token
         self._metrics = metrics
+        self._requests = CounterChildren(metrics.api_requests)
         self._forwarder = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
         self._ending_streams = asyncio.Event()
         self._watches = WatchHub(node, registry, LEADER_CHECK_SECONDS)
@@ -235,15 +236,12 @@ class ControlAPI:
         )
         response.headers.update(exc.headers or {})
         response.headers[REQUEST_ID] = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-        self._metrics.api_requests.labels("unmatched", str(exc.status_code)).inc()
+        self._requests.labels("unmatched", str(exc.status_code)).inc()
         return response
 
     def _counted(self, template: str, handler: Handler) -> Handler:
         """`handler`, counted, under the client's request id or one made for it, which the
         response names in its X-Request-Id header."""
-        requests = self._metrics.api_requests
-        # status -> this route's counter: a label lookup per request is a lock and a hash.
-        counted: dict[int, Counter] = {}
 
         async def endpoint(request: Request) -> Response:
             request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
@@ -259,11 +257,7 @@ class ControlAPI:
                 # Nobody is left to answer; 499 only labels the metric, as nginx does.
                 response = Response(status_code=499)
             response.headers[REQUEST_ID] = request_id[:MAX_REQUEST_ID]
-            status = response.status_code
-            counter = counted.get(status)
-            if counter is None:
-                counter = counted[status] = requests.labels(template, str(status))
-            counter.inc()
+            self._requests.labels(template, str(response.status_code)).inc()
             return response
 
         return endpoint

@@ -35,10 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prometheus_client import Counter as PrometheusCounter
-
 from control.commands import Health, SetHealth, Stamp, Stamped, command_to_bytes
-from control.metrics import ControlMetrics
+from control.metrics import ControlMetrics, CounterChildren
 from control.node import ProposalFailed, RaftNode
 from control.raft.types import Role
 from control.registry import AdminState, Outcome, Pool, Refused, Registry
@@ -292,14 +290,10 @@ class DetectorLoop:
         self._wake = asyncio.Event()
         self._leading = False
         self._held: set[tuple[str, str]] = set()
-        # pool -> its report counter: a label lookup per report is a lock and a hash.
-        self._reports_counted: dict[str, PrometheusCounter] = {}
+        self._report_counters = CounterChildren(metrics.detector_reports)
 
     def report(self, pool: str, report: HealthReport) -> None:
-        counter = self._reports_counted.get(pool)
-        if counter is None:
-            counter = self._reports_counted[pool] = self._metrics.detector_reports.labels(pool)
-        counter.inc()
+        self._report_counters.labels(pool).inc()
         if self._detector.report(pool, report, time.monotonic()):
             self._wake.set()
 

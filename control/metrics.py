@@ -23,6 +23,21 @@ DISK_BUCKETS = (
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0, 2.5)
 
 
+class CounterChildren:
+    """`family.labels(*values)`, each child looked up once: prometheus_client's lookup takes
+    a lock and hashes the values, a cost paid on every request or report otherwise."""
+
+    def __init__(self, family: Counter) -> None:
+        self._family = family
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def labels(self, *values: str) -> Counter:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._family.labels(*values)
+        return child
+
+
 class ControlMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -53,7 +53,7 @@ class WatchHub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._check_every):
                     await self._node.wait_for_change(functools.partial(self._differs, seen))
-            if self._state() != seen:
+            if self._differs(seen):
                 # Waiters hold the old event, which wakes them all; later ones get a new one.
                 self._changed.set()
                 self._changed = asyncio.Event()

@@ -336,6 +336,18 @@ async def keep_reporting(
         await asyncio.sleep(0.05)
 
 
+async def first_proposal(
+    loop: DetectorLoop, node: FakeNode, fleet: list[HealthReport], what: str
+) -> tuple[str, Health]:
+    """Keeps `fleet` reporting until the detector proposes a change; the first one."""
+    reporting = asyncio.create_task(keep_reporting(loop, fleet))
+    try:
+        await until(lambda: proposed(node) != [], what)
+    finally:
+        reporting.cancel()
+    return proposed(node)[0]
+
+
 def test_unchanged_reports_eject_once_the_warmup_ends() -> None:
     node = FakeNode(pool("a", "b", "c"))
     detector = CountingDetector(FAST)
@@ -343,12 +355,7 @@ def test_unchanged_reports_eject_once_the_warmup_ends() -> None:
     async def body(loop: DetectorLoop) -> None:
         started = time.monotonic()
         fleet = [seen("p1", a="down"), seen("p2", a="down"), seen("p3", a="up")]
-        reporting = asyncio.create_task(keep_reporting(loop, fleet))
-        try:
-            await until(lambda: proposed(node) != [], "a decision")
-        finally:
-            reporting.cancel()
-        assert proposed(node)[0] == ("a", Health.DOWN)
+        assert await first_proposal(loop, node, fleet, "a decision") == ("a", Health.DOWN)
         assert time.monotonic() - started >= FAST.warmup
 
     asyncio.run(run_loop(node, detector, body))
@@ -366,12 +373,7 @@ def test_a_quorum_left_by_silent_proxies_ejects_on_the_tick() -> None:
         reporting.cancel()
         assert proposed(node) == []
         # p2 and p3 fall silent: after the TTL p1 alone is the quorum, with nothing new said.
-        reporting = asyncio.create_task(keep_reporting(loop, fleet[:1]))
-        try:
-            await until(lambda: proposed(node) != [], "the ejection")
-        finally:
-            reporting.cancel()
-        assert proposed(node)[0] == ("a", Health.DOWN)
+        assert await first_proposal(loop, node, fleet[:1], "the ejection") == ("a", Health.DOWN)
         assert time.monotonic() - sent[-1] > FAST.report_ttl  # p2's and p3's last report
 
     asyncio.run(run_loop(node, detector, body))
@@ -384,12 +386,7 @@ def test_unchanged_reports_rejoin_once_the_hysteresis_passes() -> None:
     async def body(loop: DetectorLoop) -> None:
         started = time.monotonic()
         fleet = [seen("p1", a="up"), seen("p2", a="up"), seen("p3", a="down")]
-        reporting = asyncio.create_task(keep_reporting(loop, fleet))
-        try:
-            await until(lambda: proposed(node) != [], "the rejoin")
-        finally:
-            reporting.cancel()
-        assert proposed(node)[0] == ("a", Health.UP)
+        assert await first_proposal(loop, node, fleet, "the rejoin") == ("a", Health.UP)
         # Counted from leading at the earliest: up since then, and the hysteresis after.
         assert time.monotonic() - started >= max(FAST.warmup, FAST.hysteresis)
 
